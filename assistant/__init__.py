@@ -1,0 +1,1 @@
+"""The chat assistant (planned: answers over permitted records, with citations)."""

@@ -1,0 +1,88 @@
+"""The Litestar application: health, and the web UI entry page.
+
+The REST API and the full web UI build on this (their own issues). Start-up
+opens the database, applies entity_schemas/ (non-destructive changes only) and
+listens for schema changes other processes announce, reloading the registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from litestar import Litestar, Request, get
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.response import Template
+from litestar.template.config import TemplateConfig
+
+from .records.principal import SYSTEM_PRINCIPAL
+from .records.service import RecordService
+from .registry import SCHEMA_CHANNEL
+from .runtime import Platform, open_platform
+from .settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("xrm")
+TEMPLATES = Path(__file__).resolve().parent.parent / "webui" / "templates"
+
+
+@get("/health", sync_to_thread=False)
+def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/")
+async def index(request: Request[Any, Any, Any]) -> Template:
+    platform: Platform = request.app.state.platform
+    language = "de" if request.headers.get("accept-language", "").lower().startswith("de") else "en"
+    entities = []
+    for entity in platform.registry:
+        # The entry page has no login yet; counts go through the service layer
+        # with the system principal until the permission model lands.
+        count = await RecordService(platform.db, platform.registry, entity.name, SYSTEM_PRINCIPAL).count()
+        entities.append({"name": entity.name, "label": entity.definition.label(language, plural=True), "count": count})
+    return Template("index.html", context={"entities": entities, "language": language})
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    contexts: list[Any] = []
+
+    async def start(app: Litestar) -> None:
+        context = open_platform(settings)
+        platform = await context.__aenter__()
+        contexts.append(context)
+        app.state.platform = platform
+        _, warning = await platform.load_schema_folder()
+        if warning:
+            log.warning(warning)
+        app.state.listener = await _listen_for_schema_changes(platform)
+
+    async def stop(app: Litestar) -> None:
+        listener = getattr(app.state, "listener", None)
+        if listener is not None:
+            await listener.close()
+        while contexts:
+            await contexts.pop().__aexit__(None, None, None)
+
+    return Litestar(
+        route_handlers=[health, index],
+        on_startup=[start],
+        on_shutdown=[stop],
+        template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),
+    )
+
+
+async def _listen_for_schema_changes(platform: Platform) -> Any:
+    """Reload the registry when any process commits a schema change."""
+    import asyncpg
+
+    connection = await asyncpg.connect(platform.db.uri)
+
+    def reload(*_: Any) -> None:
+        asyncio.get_running_loop().create_task(platform.registry.load(platform.db))
+
+    await connection.add_listener(SCHEMA_CHANNEL, reload)
+    return connection

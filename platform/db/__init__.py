@@ -1,0 +1,1 @@
+"""Database access: the embedded or external PostgreSQL, pool and transactions."""

@@ -1,0 +1,1 @@
+"""The CRM demo data set (`xrm demo`)."""

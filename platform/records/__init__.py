@@ -1,0 +1,1 @@
+"""Records: the one door (RecordService) every read and write goes through."""

@@ -1,0 +1,37 @@
+"""Authorisation hook points of the one door.
+
+RecordService asks a Policy two things: may this principal perform this action
+on this entity at all (`authorize`), and which rows may it touch (`row_filter`,
+an SQL predicate placed inside every query so lists, counts and pages only
+ever see permitted rows). The role/team/sharing model that fills these in is
+its own piece of work; until it lands, `OpenPolicy` permits everything, and
+every call site already passes through these two functions.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from .principal import Principal
+
+__all__ = ["Action", "OpenPolicy", "Policy"]
+
+Action = Literal["create", "read", "update", "delete", "export", "assign", "share"]
+
+
+class Policy(Protocol):
+    def authorize(self, principal: Principal, entity: str, action: Action) -> None:
+        """Raise PermissionDenied if the principal may not do `action` on `entity`."""
+
+    def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
+        """An SQL predicate over the entity table; may append bind parameters to `params`."""
+
+
+class OpenPolicy:
+    """Everything is permitted (single-user and pre-permission-model setups)."""
+
+    def authorize(self, principal: Principal, entity: str, action: Action) -> None:
+        return None
+
+    def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
+        return "TRUE"

@@ -1,0 +1,24 @@
+"""Who is asking: every service call carries a principal."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+__all__ = ["SYSTEM_PRINCIPAL", "Principal"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: uuid.UUID
+    name: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    teams: frozenset[uuid.UUID] = field(default_factory=frozenset)
+
+    @property
+    def is_system(self) -> bool:
+        return self.id == SYSTEM_PRINCIPAL.id
+
+
+SYSTEM_PRINCIPAL = Principal(uuid.UUID(int=0), "system", frozenset({"admin"}))
+"""The platform itself (CLI schema commands, demo loader, start-up)."""

@@ -1,0 +1,1 @@
+"""Entity definitions: meta-schema, field types, table DDL and schema evolution."""

@@ -1,0 +1,150 @@
+"""SQL DDL for entity tables, built from definitions with quoted identifiers.
+
+Naming (so every later change can find what an earlier one created):
+  table            public.<entity>
+  CHECK            ck_<field>          (one per field, all its value rules)
+  foreign key      fk_<field>
+  unique index     <entity>_<field>_key (partial: live rows only)
+  extra index      <entity>_ix_<n>
+  full text        column search_vector (generated), index <entity>_search
+"""
+
+from __future__ import annotations
+
+from ..identifiers import quote_ident, short_name
+from .definition import EntityDefinition, FieldDefinition
+
+__all__ = [
+    "ARCHIVE_SCHEMA",
+    "DATA_SCHEMA",
+    "create_table_statements",
+    "drop_field_constraints",
+    "field_constraint_statements",
+    "foreign_key_statements",
+    "index_statements",
+    "qualified",
+    "search_vector_column",
+]
+
+DATA_SCHEMA = "public"
+ARCHIVE_SCHEMA = "xrm_archive"
+
+
+def qualified(entity_name: str, schema: str = DATA_SCHEMA) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(entity_name)}"
+
+
+def search_vector_expression(entity: EntityDefinition) -> str:
+    parts = [f"coalesce({quote_ident(name)}, '')" for name in entity.search_fields]
+    text = " || ' ' || ".join(parts) if parts else "''"
+    # 'simple': no stemming, so German and English words both match as typed.
+    return f"to_tsvector('simple'::regconfig, {text})"
+
+
+def search_vector_column(entity: EntityDefinition) -> str:
+    return f"search_vector tsvector GENERATED ALWAYS AS ({search_vector_expression(entity)}) STORED"
+
+
+def create_table_statements(entity: EntityDefinition) -> list[str]:
+    """CREATE TABLE with system and field columns, checks and indexes (no FKs)."""
+    columns = [
+        "id uuid PRIMARY KEY DEFAULT gen_random_uuid()",
+        "created_at timestamptz NOT NULL DEFAULT now()",
+        "created_by uuid",
+        "updated_at timestamptz NOT NULL DEFAULT now()",
+        "updated_by uuid",
+        "owner_id uuid",
+        "version integer NOT NULL DEFAULT 1",
+        "deleted_at timestamptz",
+    ]
+    for f in entity.fields.values():
+        for column in f.columns():
+            columns.append(f"{quote_ident(column.name)} {column.sql_type}")
+    columns.append(search_vector_column(entity))
+    table = qualified(entity.name)
+    statements = [f"CREATE TABLE {table} (\n  " + ",\n  ".join(columns) + "\n)"]
+    for f in entity.fields.values():
+        statements.extend(field_constraint_statements(entity.name, f))
+    statements.append(
+        f"CREATE INDEX {quote_ident(short_name(entity.name, 'search'))} ON {table} USING gin (search_vector)"
+    )
+    statements.append(
+        f"CREATE INDEX {quote_ident(short_name(entity.name, 'created'))} ON {table} (created_at, id)"
+    )
+    statements.extend(index_statements(entity))
+    return statements
+
+
+def field_constraint_statements(entity_name: str, field: FieldDefinition) -> list[str]:
+    """NOT NULL, CHECK and unique index of one field (FKs come separately)."""
+    table = qualified(entity_name)
+    statements = []
+    if field.required:
+        for column in field.columns():
+            if column.role != "currency":
+                statements.append(f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} SET NOT NULL")
+    checks = field.check_predicates()
+    if checks:
+        condition = " AND ".join(f"({c})" for c in checks)
+        statements.append(
+            f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(short_name('ck', field.name))} CHECK ({condition})"
+        )
+    if field.unique:
+        (column,) = field.columns()
+        statements.append(
+            f"CREATE UNIQUE INDEX {quote_ident(unique_index_name(entity_name, field.name))} "
+            f"ON {table} ({quote_ident(column.name)}) WHERE deleted_at IS NULL"
+        )
+    return statements
+
+
+def unique_index_name(entity_name: str, field_name: str) -> str:
+    return short_name(entity_name, field_name, "key")
+
+
+def drop_field_constraints(entity_name: str, field: FieldDefinition) -> list[str]:
+    table = qualified(entity_name)
+    statements = [
+        f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(short_name('ck', field.name))}",
+        f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(short_name('fk', field.name))}",
+        f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(unique_index_name(entity_name, field.name))}",
+    ]
+    for column in field.columns():
+        statements.append(f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} DROP NOT NULL")
+    return statements
+
+
+def foreign_key_statements(entity_name: str, field: FieldDefinition) -> list[str]:
+    if not field.references:
+        return []
+    (column,) = field.columns()
+    return [
+        f"ALTER TABLE {qualified(entity_name)} ADD CONSTRAINT {quote_ident(short_name('fk', field.name))} "
+        f"FOREIGN KEY ({quote_ident(column.name)}) REFERENCES {qualified(field.references)} (id)"
+    ]
+
+
+def index_name(entity_name: str, position: int) -> str:
+    # Positional, not by field names: a field rename must not strand an index.
+    return short_name(entity_name, "ix", str(position))
+
+
+def index_statements(entity: EntityDefinition) -> list[str]:
+    statements = []
+    for position, index in enumerate(entity.indexes):
+        columns = ", ".join(quote_ident(entity.fields[name].columns()[0].name) for name in index["fields"])
+        unique = "UNIQUE " if index.get("unique") else ""
+        where = " WHERE deleted_at IS NULL" if index.get("unique") else ""
+        statements.append(
+            f"CREATE {unique}INDEX {quote_ident(index_name(entity.name, position))} "
+            f"ON {qualified(entity.name)} ({columns}){where}"
+        )
+    return statements
+
+
+def drop_index_statements(entity: EntityDefinition) -> list[str]:
+    return [
+        f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(index_name(entity.name, p))}"
+        for p in range(len(entity.indexes))
+    ]
+
