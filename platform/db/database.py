@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 
+from ..errors import XrmError
 from ..settings import Settings
 
 __all__ = ["Database", "database_uri", "json_dumps"]
@@ -39,6 +40,13 @@ def _json_default(value: Any) -> Any:
 
 def json_dumps(value: Any) -> str:
     return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _redacted(uri: str) -> str:
+    """The URI without its password, for messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", uri)
 
 
 def database_uri(settings: Settings) -> str:
@@ -62,21 +70,37 @@ class Database:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
-        self.engine = PostgresEngine(config={"dsn": uri})
+        self.engine: PostgresEngine | None = None
         self.server_version: int = 0
 
     async def open(self, *, min_size: int = 1, max_size: int = 10, bootstrap: bool = True) -> Database:
-        await self.engine.start_connection_pool(
-            min_size=min_size, max_size=max_size, init=_init_connection
-        )
-        async with self.connection() as connection:
-            self.server_version = connection.get_server_version().major
+        # Probe with one plain connection first, so an unreachable or unfit
+        # server gets one clear message (Piccolo would only print a warning).
+        try:
+            probe = await asyncpg.connect(self.uri)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise XrmError(f"Cannot connect to the database at {_redacted(self.uri)}: {error}") from None
+        try:
+            self.server_version = probe.get_server_version().major
+            if self.server_version < 15:
+                raise XrmError(f"xrm needs PostgreSQL 15 or newer; {_redacted(self.uri)} runs {self.server_version}")
             if bootstrap:
-                await bootstrap_system_schema(connection)
+                try:
+                    await bootstrap_system_schema(probe)
+                except (asyncpg.UndefinedFileError, asyncpg.FeatureNotSupportedError) as error:
+                    raise XrmError(
+                        f"The pgvector extension is not available on this server ({error}); "
+                        "use a PostgreSQL with pgvector, e.g. the pgvector/pgvector image"
+                    ) from None
+        finally:
+            await probe.close()
+        # Created only now: Piccolo's engine connects once when constructed.
+        self.engine = PostgresEngine(config={"dsn": self.uri})
+        await self.engine.start_connection_pool(min_size=min_size, max_size=max_size, init=_init_connection)
         return self
 
     async def close(self) -> None:
-        if self.engine.pool is not None:
+        if self.engine is not None and self.engine.pool is not None:
             await self.engine.close_connection_pool()
 
     async def __aenter__(self) -> Database:
@@ -90,16 +114,17 @@ class Database:
 
         Joins the transaction already open in this task, if any.
         """
+        assert self.engine is not None, "Database.open() was not awaited"
         return self.engine.transaction()
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """The current transaction's connection, or one from the pool."""
+        assert self.engine is not None and self.engine.pool is not None, "Database.open() was not awaited"
         current = self.engine.current_transaction.get()
         if current is not None:
             yield current.connection
             return
-        assert self.engine.pool is not None, "Database.open() was not awaited"
         async with self.engine.pool.acquire() as connection:
             yield connection
 

@@ -75,8 +75,14 @@ def create_table_statements(entity: EntityDefinition) -> list[str]:
     return statements
 
 
-def field_constraint_statements(entity_name: str, field: FieldDefinition) -> list[str]:
-    """NOT NULL, CHECK and unique index of one field (FKs come separately)."""
+def field_constraint_statements(entity_name: str, field: FieldDefinition, *, new_column: bool = False) -> list[str]:
+    """NOT NULL, CHECK and unique index of one field (FKs come separately).
+
+    `new_column`: the column was just added, holding only NULL or the
+    (validated) default, so the CHECK need not scan existing rows (NOT VALID
+    still applies it to every new and changed row). This keeps adding a field
+    to a table of millions of rows a metadata-only change.
+    """
     table = qualified(entity_name)
     statements = []
     if field.required:
@@ -88,6 +94,7 @@ def field_constraint_statements(entity_name: str, field: FieldDefinition) -> lis
         condition = " AND ".join(f"({c})" for c in checks)
         statements.append(
             f"ALTER TABLE {table} ADD CONSTRAINT {quote_ident(short_name('ck', field.name))} CHECK ({condition})"
+            + (" NOT VALID" if new_column else "")
         )
     if field.unique:
         (column,) = field.columns()
@@ -114,13 +121,14 @@ def drop_field_constraints(entity_name: str, field: FieldDefinition) -> list[str
     return statements
 
 
-def foreign_key_statements(entity_name: str, field: FieldDefinition) -> list[str]:
+def foreign_key_statements(entity_name: str, field: FieldDefinition, *, new_column: bool = False) -> list[str]:
     if not field.references:
         return []
     (column,) = field.columns()
     return [
         f"ALTER TABLE {qualified(entity_name)} ADD CONSTRAINT {quote_ident(short_name('fk', field.name))} "
         f"FOREIGN KEY ({quote_ident(column.name)}) REFERENCES {qualified(field.references)} (id)"
+        + (" NOT VALID" if new_column else "")
     ]
 
 

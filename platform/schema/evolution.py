@@ -452,8 +452,9 @@ def _add_field(old: EntityDefinition, new: EntityDefinition, f: FieldDefinition,
                 "{n} existing record{s} would have no value for this new required field; give it a default",
             )
         checks.append(no_value)
-    operations.extend((5, s) for s in field_constraint_statements(new.name, f))
-    operations.extend((5, s) for s in foreign_key_statements(new.name, f))
+    fresh = restore is None  # restored values were valid once, but check them again
+    operations.extend((5, s) for s in field_constraint_statements(new.name, f, new_column=fresh))
+    operations.extend((5, s) for s in foreign_key_statements(new.name, f, new_column=fresh and not f.has_default))
 
     async def impact(connection: asyncpg.Connection) -> str | None:
         if restore is not None:
