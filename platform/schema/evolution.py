@@ -178,6 +178,9 @@ def conversion(old: FieldDefinition, new: FieldDefinition, cols: Mapping[str, st
     if new_sql == "text[]":
         if old_sql != "text":
             return what
+        if old.type.name == "select":
+            # A select value is one option, even if the option holds a comma.
+            return {"value": f"CASE WHEN {value} IS NULL THEN NULL ELSE ARRAY[{value}] END"}, "true"
         return {"value": f"regexp_split_to_array(btrim({value}), '\\s*[,;]\\s*')"}, "true"
     if old_sql.startswith("numeric") and new_sql == "bigint":
         return {"value": f"({value})::bigint"}, f"({value}) = trunc({value}) AND abs({value}) < 9223372036854775807"
@@ -507,17 +510,23 @@ def _alter_field(old: EntityDefinition, new: EntityDefinition, source: FieldDefi
         checks.append(missing)
 
     if f.unique:
-        key = next(iter(expressions.values()))
+        # CASE keeps the cast behind the convertibility test (WHERE/GROUP BY
+        # order of evaluation is not guaranteed).
+        key = f"CASE WHEN {convertible} THEN {next(iter(expressions.values()))} END"
 
         async def duplicates(connection: asyncpg.Connection) -> Refusal | None:
             rows = await connection.fetch(
                 f"SELECT ids FROM (SELECT array_agg(id ORDER BY id) AS ids FROM {old_table} "
-                f"WHERE deleted_at IS NULL AND {key} IS NOT NULL AND ({convertible}) GROUP BY {key} HAVING count(*) > 1) d LIMIT {MAX_IDS}"
+                f"WHERE deleted_at IS NULL AND {key} IS NOT NULL GROUP BY {key} HAVING count(*) > 1) d"
             )
             if not rows:
                 return None
-            ids = [str(i) for r in rows for i in r["ids"]][:MAX_IDS]
-            return Refusal(new.name, f.name, f"{len(rows)} value(s) occur more than once, so the field cannot be unique", ids, len(ids))
+            ids = [str(i) for r in rows for i in r["ids"]]
+            return Refusal(
+                new.name, f.name,
+                f"{len(rows)} value(s) occur more than once ({len(ids)} records), so the field cannot be unique",
+                ids[:MAX_IDS], len(ids),
+            )
         checks.append(duplicates)
 
     if converts:

@@ -197,6 +197,12 @@ class IntegerType(FieldType):
     def check_predicates(self, field: FieldDefinition, columns: Mapping[str, str]) -> list[str]:
         return _range_checks(columns["value"], field.schema)
 
+    def to_json(self, value: Any) -> Any:
+        # JSON Schema counts 10.0 as an integer, but bigint input refuses "10.0".
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
 
 class DecimalType(FieldType):
     """Exact decimal numbers (numeric); never stored as float."""

@@ -187,12 +187,16 @@ class SchemaService:
         return [dict(r) for r in rows]
 
     async def archives(self) -> list[dict[str, Any]]:
-        """Archived fields and entities that can be restored."""
+        """Removed fields and entities that can be restored.
+
+        (Values a conversion or default fill overwrote are archived too, but
+        they come back through `revert`, not one by one.)
+        """
         async with self.db.connection() as connection:
             fields = await connection.fetch(
                 """SELECT b.id, e.name AS entity, b.field, b.reason, b.row_count, b.created_at, b.changeset_id
                    FROM xrm_sys.archive_batch b JOIN xrm_sys.entity e ON e.id = b.entity_id
-                   WHERE b.restored_at IS NULL ORDER BY b.id"""
+                   WHERE b.restored_at IS NULL AND b.reason = 'removed' ORDER BY b.id"""
             )
             entities = await connection.fetch(
                 "SELECT name, archived_table, removed_at FROM xrm_sys.entity WHERE removed_at IS NOT NULL ORDER BY removed_at"
@@ -253,6 +257,7 @@ class SchemaService:
                 desired[name] = parse_definition(document, known_entities=final_names)
         full = {n: d for n, d in current.definitions.items() if n in final_names}
         full.update(parsed)
+        full.update(desired)  # includes the entities whose references follow a rename
         for problem in check_definition_set(full):
             problems.append(problem)
         for name in remove:
