@@ -20,8 +20,9 @@ import asyncpg
 
 from ..db.database import Database, json_dumps
 from ..errors import NotFound, Problem, ValidationFailed, VersionConflict, pointer
-from ..identifiers import quote_ident
+from ..identifiers import quote_ident, short_name
 from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
+from ..schema.ddl import unique_index_name
 from .policy import OpenPolicy, Policy
 from .principal import Principal
 
@@ -135,7 +136,9 @@ class RecordService:
         if value is None:
             return f"{quote_ident(columns[0].name)} IS NULL"
         problems = self.entity.validator.problems({name: f.type.to_json(value)})
-        problems = [p for p in problems if p.pointer.startswith(pointer(name))]
+        # Only this field's problems ("/name", "/name/..."), not those of
+        # other fields such as a missing required "name_2".
+        problems = [p for p in problems if p.pointer == pointer(name) or p.pointer.startswith(pointer(name) + "/")]
         if problems:
             raise ValidationFailed(self.name, problems)
         params.append(f.type.to_db(f, f.type.to_json(value))["value"])
@@ -347,19 +350,23 @@ class RecordService:
         constraint = getattr(error, "constraint_name", None) or ""
         field_name = None
         for name in self.entity.fields:
-            if constraint in (f"ck_{name}", f"fk_{name}") or constraint.endswith(f"_{name}_key"):
+            # Exact names (xrm.schema.ddl): a suffix test would blame field
+            # "number" for a duplicate in "vat_number".
+            if constraint in (short_name("ck", name), short_name("fk", name), unique_index_name(self.name, name)):
                 field_name = name
+        if field_name is None and constraint == f"{self.name}_pkey":
+            field_name = "id"
         prefix = ""
         if offset is not None and field_name:
-            column = self.entity.fields[field_name].columns()[0].name
+            column = "id" if field_name == "id" else self.entity.fields[field_name].columns()[0].name
             detail = getattr(error, "detail", "") or ""
             for i, row in enumerate(rows):
-                if str(row.get(column)) in detail:
+                if f"=({row.get(column)})" in detail:  # "Key (col)=(value) ..."
                     prefix = pointer(offset + i)
                     break
         at = prefix + (pointer(field_name) if field_name else "")
         if isinstance(error, asyncpg.UniqueViolationError):
-            message = "this value is already used by another record"
+            message = "a record with this id exists already" if field_name == "id" else "this value is already used by another record"
         elif isinstance(error, asyncpg.ForeignKeyViolationError):
             target = self.entity.fields[field_name].references if field_name else "the referenced entity"
             message = f"no {target} record has this id"

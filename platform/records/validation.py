@@ -9,6 +9,7 @@ first brought into that JSON form by their field type, so a date object and
 from __future__ import annotations
 
 import decimal
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,25 @@ def _problems(validator: Any, data: Mapping[str, Any], prefix: tuple = ()) -> li
     return sorted(problems, key=lambda p: p.pointer)
 
 
+def _unstorable(value: Any, path: tuple) -> list[Problem]:
+    """Values JSON Schema accepts but PostgreSQL cannot store (they would be a
+    server error, not a problem): NUL in text or keys, NaN/Infinity in JSON."""
+    if isinstance(value, str):
+        return [Problem(pointer(*path), "must not contain the NUL character (\\u0000)")] if "\x00" in value else []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [Problem(pointer(*path), "must be a finite number")]
+    problems = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                problems.append(Problem(pointer(*path, key), "a key must not contain the NUL character (\\u0000)"))
+            problems.extend(_unstorable(item, (*path, key)))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problems.extend(_unstorable(item, (*path, index)))
+    return problems
+
+
 class RecordValidator:
     """Validates records of one entity; built once per definition version."""
 
@@ -127,7 +147,10 @@ class RecordValidator:
     def problems(self, data: Mapping[str, Any]) -> list[Problem]:
         """Problems of a complete record in JSON form (None means "no value")."""
         present = {k: v for k, v in data.items() if v is not None}
-        return _problems(self._validator, present)
+        problems = _problems(self._validator, present)
+        seen = {p.pointer for p in problems}
+        extra = [p for p in _unstorable(present, ()) if p.pointer not in seen]
+        return sorted(problems + extra, key=lambda p: p.pointer) if extra else problems
 
 
 def value_problems(field: FieldDefinition, value: Any) -> list[Problem]:

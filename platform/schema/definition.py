@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 MISSING: Any = type("MISSING", (), {"__repr__": lambda self: "MISSING"})()
+
+# Columns PostgreSQL adds to every table itself; CREATE TABLE refuses them.
+PG_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"})
 
 
 @cache
@@ -166,7 +170,7 @@ def parse_definition(
     """
     if not isinstance(document, Mapping):
         raise DefinitionInvalid([Problem("", "an entity definition must be a JSON object")], source)
-    problems = _meta_problems(document)
+    problems = sorted(_meta_problems(document) + _unstorable_problems(document), key=lambda p: p.pointer)
     if problems:
         raise DefinitionInvalid(problems, source)
     document = copy.deepcopy(dict(document))
@@ -194,23 +198,44 @@ def check_definition_set(definitions: Mapping[str, EntityDefinition]) -> list[Pr
 def _meta_problems(document: Mapping[str, Any]) -> list[Problem]:
     problems = []
     for error in _meta_validator().iter_errors(document):
-        problems.append(_problem_from_meta_error(error))
+        problems.extend(_problems_from_meta_error(error))
     problems.sort(key=lambda p: p.pointer)
     return problems
 
 
-def _problem_from_meta_error(error: jsonschema.ValidationError) -> Problem:
+def _problems_from_meta_error(error: jsonschema.ValidationError) -> list[Problem]:
+    """One problem per unknown keyword / missing key, each at its own pointer."""
     path = list(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
         allowed = set(error.schema.get("properties", {}))
         extra = sorted(k for k in error.instance if k not in allowed)
         if extra:
-            return Problem(pointer(*path, extra[0]), f"unknown keyword {extra[0]!r} is not allowed here")
+            return [Problem(pointer(*path, key), f"unknown keyword {key!r} is not allowed here") for key in extra]
     if error.validator == "required" and isinstance(error.instance, Mapping):
         missing = [k for k in error.validator_value if k not in error.instance]
         if missing:
-            return Problem(pointer(*path, missing[0]), f"{missing[0]!r} is required")
-    return Problem(pointer(*path), _friendly(error))
+            return [Problem(pointer(*path, key), f"{key!r} is required") for key in missing]
+    return [Problem(pointer(*path), _friendly(error))]
+
+
+def _unstorable_problems(value: Any, path: tuple = ()) -> list[Problem]:
+    """What JSON (as Python parses it) allows but the database cannot take: NUL
+    in any string or key (jsonb and DDL literals refuse it) and non-finite
+    numbers (1e999, NaN), which would end up in CHECK constraints as NaN/Infinity."""
+    if isinstance(value, str):
+        return [Problem(pointer(*path), "must not contain the NUL character (\\u0000)")] if "\x00" in value else []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [Problem(pointer(*path), "must be a finite number")]
+    problems = []
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                problems.append(Problem(pointer(*path, key), "a key must not contain the NUL character (\\u0000)"))
+            problems.extend(_unstorable_problems(item, (*path, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            problems.extend(_unstorable_problems(item, (*path, index)))
+    return problems
 
 
 def _friendly(error: jsonschema.ValidationError) -> str:
@@ -248,6 +273,8 @@ def _check_semantics(document: dict[str, Any], known_entities: Iterable[str] | N
         reason = identifier_problem(field_name, max_length=MAX_FIELD_NAME, what="field name")
         if reason is None and field_name in SYSTEM_COLUMNS:
             reason = f"field name {field_name!r} is a system column"
+        if reason is None and field_name in PG_SYSTEM_COLUMNS:
+            reason = f"field name {field_name!r} is a PostgreSQL system column"
         if reason:
             problems.append(Problem(pointer(*at), reason))
             continue

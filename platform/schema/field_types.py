@@ -37,7 +37,7 @@ ISO_4217 = frozenset(
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
-_PHONE_PATTERN = r"^\+?[0-9][0-9 ()./-]{2,31}$"
+_PHONE_PATTERN = r"^\+?\(?[0-9][0-9 ()./-]{2,31}$"
 _URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
 
 
