@@ -71,6 +71,8 @@ def identifier_problem(name: object, *, max_length: int, what: str) -> str | Non
             f"{what} {name!r} must start with a lower-case letter and contain only "
             "lower-case letters, digits and underscores"
         )
+    if "__" in name:
+        return f"{what} {name!r} must not contain a double underscore (reserved for names xrm derives)"
     if len(name.encode()) > max_length:
         return f"{what} {name!r} is longer than {max_length} characters"
     if name in SQL_RESERVED:

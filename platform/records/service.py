@@ -22,7 +22,7 @@ from ..db.database import Database, json_dumps
 from ..errors import NotFound, Problem, ValidationFailed, VersionConflict, pointer
 from ..identifiers import quote_ident, short_name
 from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
-from ..schema.ddl import unique_index_name
+from ..schema.ddl import object_name, unique_index_name
 from .policy import OpenPolicy, Policy
 from .principal import Principal
 
@@ -354,7 +354,7 @@ class RecordService:
             # "number" for a duplicate in "vat_number".
             if constraint in (short_name("ck", name), short_name("fk", name), unique_index_name(self.name, name)):
                 field_name = name
-        if field_name is None and constraint == f"{self.name}_pkey":
+        if field_name is None and constraint == object_name(self.name, "pkey"):
             field_name = "id"
         prefix = ""
         if offset is not None and field_name:

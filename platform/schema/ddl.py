@@ -2,11 +2,15 @@
 
 Naming (so every later change can find what an earlier one created):
   table            public.<entity>
-  CHECK            ck_<field>          (one per field, all its value rules)
+  primary key      <entity>__pkey
+  CHECK            ck_<field>            (one per field, all its value rules)
   foreign key      fk_<field>
-  unique index     <entity>_<field>_key (partial: live rows only)
-  extra index      <entity>_ix_<n>
-  full text        column search_vector (generated), index <entity>_search
+  unique index     <entity>__<field>__key (partial: live rows only)
+  extra index      <entity>__ix_<n>
+  full text        column search_vector (generated), index <entity>__search
+Index names live in the schema's namespace next to table names; the double
+underscore, which entity and field names may not contain, keeps them apart
+(an entity `deal_search` cannot clash with the index of `deal`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,11 @@ DATA_SCHEMA = "public"
 ARCHIVE_SCHEMA = "xrm_archive"
 
 
+def object_name(entity_name: str, *parts: str) -> str:
+    """Name of a schema-scoped object (index) belonging to an entity's table."""
+    return short_name(entity_name, "", *parts)
+
+
 def qualified(entity_name: str, schema: str = DATA_SCHEMA) -> str:
     return f"{quote_ident(schema)}.{quote_ident(entity_name)}"
 
@@ -48,7 +57,7 @@ def search_vector_column(entity: EntityDefinition) -> str:
 def create_table_statements(entity: EntityDefinition) -> list[str]:
     """CREATE TABLE with system and field columns, checks and indexes (no FKs)."""
     columns = [
-        "id uuid PRIMARY KEY DEFAULT gen_random_uuid()",
+        f"id uuid CONSTRAINT {quote_ident(object_name(entity.name, 'pkey'))} PRIMARY KEY DEFAULT gen_random_uuid()",
         "created_at timestamptz NOT NULL DEFAULT now()",
         "created_by uuid",
         "updated_at timestamptz NOT NULL DEFAULT now()",
@@ -66,10 +75,10 @@ def create_table_statements(entity: EntityDefinition) -> list[str]:
     for f in entity.fields.values():
         statements.extend(field_constraint_statements(entity.name, f))
     statements.append(
-        f"CREATE INDEX {quote_ident(short_name(entity.name, 'search'))} ON {table} USING gin (search_vector)"
+        f"CREATE INDEX {quote_ident(object_name(entity.name, 'search'))} ON {table} USING gin (search_vector)"
     )
     statements.append(
-        f"CREATE INDEX {quote_ident(short_name(entity.name, 'created'))} ON {table} (created_at, id)"
+        f"CREATE INDEX {quote_ident(object_name(entity.name, 'created'))} ON {table} (created_at, id)"
     )
     statements.extend(index_statements(entity))
     return statements
@@ -106,7 +115,7 @@ def field_constraint_statements(entity_name: str, field: FieldDefinition, *, new
 
 
 def unique_index_name(entity_name: str, field_name: str) -> str:
-    return short_name(entity_name, field_name, "key")
+    return object_name(entity_name, field_name, "", "key")
 
 
 def drop_field_constraints(entity_name: str, field: FieldDefinition) -> list[str]:
@@ -134,7 +143,7 @@ def foreign_key_statements(entity_name: str, field: FieldDefinition, *, new_colu
 
 def index_name(entity_name: str, position: int) -> str:
     # Positional, not by field names: a field rename must not strand an index.
-    return short_name(entity_name, "ix", str(position))
+    return object_name(entity_name, f"ix_{position}")
 
 
 def index_statements(entity: EntityDefinition) -> list[str]:

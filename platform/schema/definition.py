@@ -315,16 +315,16 @@ def _check_field(name: str, schema: Mapping[str, Any], at: tuple, known: set[str
     problems = []
     if "type" in schema and schema["type"] != field_type.json_type:
         problems.append(
-            Problem(pointer(*at, "type"), f"a {type_name} field holds JSON {field_type.json_type!r} values, not {schema['type']!r}")
+            Problem(pointer(*at, "type"), f"{_a(type_name)} field holds JSON {field_type.json_type!r} values, not {schema['type']!r}")
         )
     if "format" in schema and schema["format"] not in field_type.formats:
-        problems.append(Problem(pointer(*at, "format"), f"format {schema['format']!r} does not fit a {type_name} field"))
+        problems.append(Problem(pointer(*at, "format"), f"format {schema['format']!r} does not fit {_a(type_name)} field"))
     structural = {"type", "format", "title", "description", "$comment", "default", "examples", "readOnly", "x-xrm"}
     if type_name == "multiselect":
         structural |= {"items", "uniqueItems"}
     for keyword in schema:
         if keyword not in structural and keyword not in field_type.keywords:
-            problems.append(Problem(pointer(*at, keyword), f"{keyword!r} does not apply to a {type_name} field"))
+            problems.append(Problem(pointer(*at, keyword), f"{keyword!r} does not apply to {_a(type_name)} field"))
     if type_name == "select" and "enum" not in schema:
         problems.append(Problem(pointer(*at, "enum"), "a select field needs its options in 'enum'"))
     if type_name == "multiselect" and "enum" not in schema.get("items", {}):
@@ -344,29 +344,39 @@ def _check_field(name: str, schema: Mapping[str, Any], at: tuple, known: set[str
         elif known is not None and target not in known:
             problems.append(Problem(pointer(*at, "x-xrm", "references"), f"entity {target!r} does not exist"))
     elif "references" in xrm:
-        problems.append(Problem(pointer(*at, "x-xrm", "references"), f"only reference fields reference an entity, this is a {type_name} field"))
+        problems.append(Problem(pointer(*at, "x-xrm", "references"), f"only reference fields reference an entity, this is {_a(type_name)} field"))
     if xrm.get("unique") and not field_type.can_be_unique:
-        problems.append(Problem(pointer(*at, "x-xrm", "unique"), f"a {type_name} field cannot be unique"))
-    for option in ("precision", "scale"):
-        if option in xrm and type_name not in ("decimal", "currency"):
-            problems.append(Problem(pointer(*at, "x-xrm", option), f"{option} applies to decimal and currency fields only"))
+        problems.append(Problem(pointer(*at, "x-xrm", "unique"), f"{_a(type_name)} field cannot be unique"))
+    if "precision" in xrm and type_name != "decimal":
+        problems.append(Problem(pointer(*at, "x-xrm", "precision"), "precision applies to decimal fields only (currency amounts have 18 digits)"))
+    if "scale" in xrm and type_name not in ("decimal", "currency"):
+        problems.append(Problem(pointer(*at, "x-xrm", "scale"), "scale applies to decimal and currency fields only"))
     if type_name == "decimal" and "scale" in xrm and "precision" not in xrm:
         problems.append(Problem(pointer(*at, "x-xrm", "precision"), "a decimal field with a scale needs a precision too"))
-    if "precision" in xrm and "scale" in xrm and xrm["scale"] > xrm["precision"]:
+    if type_name == "decimal" and "precision" in xrm and "scale" in xrm and xrm["scale"] > xrm["precision"]:
         problems.append(Problem(pointer(*at, "x-xrm", "scale"), "scale cannot exceed precision"))
     for option in ("currencies", "default_currency"):
-        if option in xrm and type_name not in ("currency", "decimal"):
+        if option in xrm and type_name != "currency":
             problems.append(Problem(pointer(*at, "x-xrm", option), f"{option} applies to currency fields only"))
     for index, code in enumerate(xrm.get("currencies", [])):
         if code not in ISO_4217:
             problems.append(Problem(pointer(*at, "x-xrm", "currencies", index), f"{code!r} is not an ISO 4217 currency code"))
-    if "default_currency" in xrm and xrm["default_currency"] not in ISO_4217:
-        problems.append(Problem(pointer(*at, "x-xrm", "default_currency"), f"{xrm['default_currency']!r} is not an ISO 4217 currency code"))
+    if "default_currency" in xrm:
+        code = xrm["default_currency"]
+        if code not in ISO_4217:
+            problems.append(Problem(pointer(*at, "x-xrm", "default_currency"), f"{code!r} is not an ISO 4217 currency code"))
+        elif "currencies" in xrm and code not in xrm["currencies"]:
+            problems.append(Problem(pointer(*at, "x-xrm", "default_currency"), f"{code!r} is not one of the field's currencies"))
     options = schema.get("enum") or schema.get("items", {}).get("enum") or []
     for option in xrm.get("option_labels", {}):
         if option not in options:
             problems.append(Problem(pointer(*at, "x-xrm", "option_labels", option), f"{option!r} is not one of the field's options"))
     return problems
+
+
+def _a(type_name: str) -> str:
+    """'a text' / 'an integer': the article a type name needs."""
+    return ("an " if type_name[0] in "aeiou" else "a ") + type_name
 
 
 def _check_default(definition: FieldDefinition, at: tuple) -> list[Problem]:
@@ -396,7 +406,7 @@ def _check_entity_options(entity: EntityDefinition) -> list[Problem]:
             if f is None:
                 problems.append(Problem(pointer("x-xrm", "indexes", i, "fields", j), f"{name!r} is not a field of this entity"))
             elif len(f.columns()) != 1 or f.type.name in ("json", "multiselect", "long_text"):
-                problems.append(Problem(pointer("x-xrm", "indexes", i, "fields", j), f"a {f.type.name} field cannot be indexed"))
+                problems.append(Problem(pointer("x-xrm", "indexes", i, "fields", j), f"{_a(f.type.name)} field cannot be indexed"))
     if entity.renamed_from is not None and entity.renamed_from == entity.name:
         problems.append(Problem("/x-xrm/renamed_from", "an entity cannot be renamed from its own name"))
     for f in entity.fields.values():

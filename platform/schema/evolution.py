@@ -29,6 +29,7 @@ from .ddl import (
     ARCHIVE_SCHEMA,
     DATA_SCHEMA,
     create_table_statements,
+    object_name,
     drop_field_constraints,
     drop_index_statements,
     field_constraint_statements,
@@ -242,7 +243,7 @@ def _create_entity(new: EntityDefinition, hints: Hints) -> list[Change]:
 
 def _archive_entity(old: EntityDefinition) -> Change:
     async def move(ctx: ExecutionContext) -> None:
-        archived = short_name(old.name, f"cs{ctx.changeset_id}")
+        archived = object_name(old.name, f"cs{ctx.changeset_id}")
         await ctx.connection.execute(f"ALTER TABLE {qualified(old.name)} SET SCHEMA {quote_ident(ARCHIVE_SCHEMA)}")
         await ctx.connection.execute(f"ALTER TABLE {qualified(old.name, ARCHIVE_SCHEMA)} RENAME TO {quote_ident(archived)}")
         ctx.archived_tables[old.name] = archived
@@ -292,7 +293,7 @@ def _change_entity(old: EntityDefinition, new: EntityDefinition, hints: Hints) -
                 [
                     (0, f"ALTER TABLE {old_table} DROP COLUMN IF EXISTS search_vector"),
                     (5, f"ALTER TABLE {new_table} ADD COLUMN {search_vector_column(new)}"),
-                    (5, f"CREATE INDEX {quote_ident(short_name(new.name, 'search'))} ON {new_table} USING gin (search_vector)"),
+                    (5, f"CREATE INDEX {quote_ident(object_name(new.name, 'search'))} ON {new_table} USING gin (search_vector)"),
                 ],
             )
         )
@@ -323,11 +324,11 @@ def _rename_entity(old: EntityDefinition, new: EntityDefinition) -> Change:
         indexes = await ctx.connection.fetch(
             "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = $2", DATA_SCHEMA, new.name
         )
-        prefix = old.name + "_"
+        prefix = old.name + "__"
         for row in indexes:
             index = row["indexname"]
             if index.startswith(prefix):
-                target = short_name(new.name, index[len(prefix):])
+                target = object_name(new.name, index[len(prefix):])
                 await ctx.connection.execute(f"ALTER INDEX {quote_ident(DATA_SCHEMA)}.{quote_ident(index)} RENAME TO {quote_ident(target)}")
 
     step = Step(SAFE, "rename_entity", new.name, None, f"rename entity {old.name} to {new.name} (data kept)")

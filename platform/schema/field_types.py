@@ -422,6 +422,10 @@ FIELD_TYPES: dict[str, FieldType] = {
 def infer_field_type(schema: Mapping[str, Any]) -> str | None:
     """The field type a plain JSON Schema property implies, if unambiguous."""
     json_type, fmt = schema.get("type"), schema.get("format")
+    if json_type is None and fmt is not None:
+        json_type = "string"  # every format xrm knows describes strings
+    if fmt == "uuid" and json_type == "string" and "references" in schema.get("x-xrm", {}):
+        return "reference"
     if json_type == "string":
         if "enum" in schema:
             return "select"
