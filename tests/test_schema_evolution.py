@@ -834,3 +834,20 @@ async def test_restoring_a_required_field_needs_a_value_for_every_record(schema:
     error = await refused(schema.restore_field(archived["id"]))
     assert error.refusals[0].record_ids == [str(newer["id"])]
     assert await snapshot(db) == before
+
+
+async def test_pattern_postgresql_cannot_compile_is_refused_at_its_pointer(db):
+    from xrm.errors import DefinitionInvalid
+    from xrm.schema.service import SchemaService
+
+    document = {
+        "type": "object",
+        "x-xrm": {"name": "thing", "label": {"en": "Thing"}},
+        "properties": {"code": {"type": "string", "pattern": "^(?P<prefix>[A-Z]+)-[0-9]+$"}},
+    }
+    with pytest.raises(DefinitionInvalid) as raised:
+        await SchemaService(db).apply([document])
+    assert [p.pointer for p in raised.value.problems] == ["/thing/properties/code/pattern"]
+    async with db.connection() as connection:
+        assert await connection.fetchval("SELECT count(*) FROM xrm_sys.entity") == 0
+        assert await connection.fetchval("SELECT to_regclass('public.thing')") is None

@@ -87,6 +87,7 @@ class SchemaService:
         async with self.db.transaction() as tx:
             current = await self._current(tx.connection)
             proposal = self._propose(current, documents, list(remove), sources)
+            await _check_patterns(tx.connection, proposal.desired)
             changes = plan_changes(current.definitions, proposal.desired, proposal.removed, proposal.hints)
             return await self._evaluate(tx.connection, changes)
 
@@ -337,6 +338,7 @@ class SchemaService:
             proposal = propose(current)
             if hasattr(proposal, "__await__"):
                 proposal = await proposal
+            await _check_patterns(connection, proposal.desired)
             changes = plan_changes(current.definitions, proposal.desired, proposal.removed, proposal.hints)
             plan = await self._evaluate(connection, changes)
             if plan.refusals:
@@ -432,3 +434,22 @@ class SchemaService:
             )
             after[str(entity_id)] = None
         return {"before": before, "after": after}
+
+
+async def _check_patterns(connection: asyncpg.Connection, definitions: Mapping[str, EntityDefinition]) -> None:
+    """Patterns are checked by Python when validating and by PostgreSQL in CHECK
+    constraints; refuse one PostgreSQL cannot compile (e.g. Python's (?P<name>...))
+    here, rather than at the first insert."""
+    problems = []
+    for definition in definitions.values():
+        for f in definition.fields.values():
+            pattern = f.schema.get("pattern")
+            if pattern is None:
+                continue
+            try:
+                await connection.fetchval("SELECT '' ~ $1", pattern)
+            except asyncpg.InvalidRegularExpressionError as error:
+                problems.append(Problem(pointer(definition.name, "properties", f.name, "pattern"),
+                                        f"PostgreSQL cannot use this regular expression: {error}"))
+    if problems:
+        raise DefinitionInvalid(problems)
