@@ -20,7 +20,7 @@ from ..errors import Problem, pointer
 if TYPE_CHECKING:
     from ..schema.definition import EntityDefinition, FieldDefinition
 
-__all__ = ["RecordValidator", "record_schema", "value_problems"]
+__all__ = ["RecordValidator", "record_schema", "unstorable_problems", "value_problems"]
 
 
 def _scale(validator: Any, scale: int, instance: Any, schema: Mapping[str, Any]) -> Any:
@@ -113,7 +113,7 @@ def _problems(validator: Any, data: Mapping[str, Any], prefix: tuple = ()) -> li
     return sorted(problems, key=lambda p: p.pointer)
 
 
-def _unstorable(value: Any, path: tuple) -> list[Problem]:
+def unstorable_problems(value: Any, path: tuple = ()) -> list[Problem]:
     """Values JSON Schema accepts but PostgreSQL cannot store (they would be a
     server error, not a problem): NUL in text or keys, NaN/Infinity in JSON."""
     if isinstance(value, str):
@@ -125,10 +125,10 @@ def _unstorable(value: Any, path: tuple) -> list[Problem]:
         for key, item in value.items():
             if isinstance(key, str) and "\x00" in key:
                 problems.append(Problem(pointer(*path, key), "a key must not contain the NUL character (\\u0000)"))
-            problems.extend(_unstorable(item, (*path, key)))
+            problems.extend(unstorable_problems(item, (*path, key)))
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            problems.extend(_unstorable(item, (*path, index)))
+            problems.extend(unstorable_problems(item, (*path, index)))
     return problems
 
 
@@ -149,7 +149,7 @@ class RecordValidator:
         present = {k: v for k, v in data.items() if v is not None}
         problems = _problems(self._validator, present)
         seen = {p.pointer for p in problems}
-        extra = [p for p in _unstorable(present, ()) if p.pointer not in seen]
+        extra = [p for p in unstorable_problems(present, ()) if p.pointer not in seen]
         return sorted(problems + extra, key=lambda p: p.pointer) if extra else problems
 
 

@@ -30,6 +30,7 @@ from ..identifiers import (
     SYSTEM_COLUMNS,
     identifier_problem,
 )
+from ..records.validation import unstorable_problems
 from .field_types import FIELD_TYPES, ISO_4217, Column, FieldType, infer_field_type
 
 __all__ = [
@@ -170,7 +171,7 @@ def parse_definition(
     """
     if not isinstance(document, Mapping):
         raise DefinitionInvalid([Problem("", "an entity definition must be a JSON object")], source)
-    problems = sorted(_meta_problems(document) + _unstorable_problems(document), key=lambda p: p.pointer)
+    problems = sorted(_meta_problems(document) + unstorable_problems(document), key=lambda p: p.pointer)
     if problems:
         raise DefinitionInvalid(problems, source)
     document = copy.deepcopy(dict(document))
@@ -216,26 +217,6 @@ def _problems_from_meta_error(error: jsonschema.ValidationError) -> list[Problem
         if missing:
             return [Problem(pointer(*path, key), f"{key!r} is required") for key in missing]
     return [Problem(pointer(*path), _friendly(error))]
-
-
-def _unstorable_problems(value: Any, path: tuple = ()) -> list[Problem]:
-    """What JSON (as Python parses it) allows but the database cannot take: NUL
-    in any string or key (jsonb and DDL literals refuse it) and non-finite
-    numbers (1e999, NaN), which would end up in CHECK constraints as NaN/Infinity."""
-    if isinstance(value, str):
-        return [Problem(pointer(*path), "must not contain the NUL character (\\u0000)")] if "\x00" in value else []
-    if isinstance(value, float) and not math.isfinite(value):
-        return [Problem(pointer(*path), "must be a finite number")]
-    problems = []
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                problems.append(Problem(pointer(*path, key), "a key must not contain the NUL character (\\u0000)"))
-            problems.extend(_unstorable_problems(item, (*path, key)))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            problems.extend(_unstorable_problems(item, (*path, index)))
-    return problems
 
 
 def _friendly(error: jsonschema.ValidationError) -> str:
