@@ -194,10 +194,10 @@ async def test_invalid_cursor_and_filters_are_problems(accounts: RecordService) 
         await accounts.list(after="not-a-cursor")
     with pytest.raises(ValidationFailed) as raised:
         await accounts.list(where={"colour": "red"})
-    assert pointers(raised.value) == ["/colour"]
+    assert pointers(raised.value) == ["/where/colour"]
     with pytest.raises(ValidationFailed) as raised:
         await accounts.list(where={"industry": "mining"})
-    assert pointers(raised.value) == ["/industry"]
+    assert pointers(raised.value) == ["/where/industry"]
 
 
 async def test_where_filters_by_equality(accounts: RecordService, contacts: RecordService) -> None:

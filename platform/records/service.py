@@ -8,8 +8,6 @@ with its outbox event in one transaction.
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,8 +21,10 @@ from ..errors import NotFound, Problem, ValidationFailed, VersionConflict, point
 from ..identifiers import quote_ident, short_name
 from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
 from ..schema.ddl import object_name, unique_index_name
+from . import query
 from .policy import OpenPolicy, Policy
 from .principal import Principal
+from .query import Condition
 
 __all__ = ["Page", "RecordService"]
 
@@ -36,6 +36,9 @@ BATCH_LIMIT = 1000
 class Page:
     records: list[dict[str, Any]]
     next_cursor: str | None
+    """Pass as `after` (with the same order_by) for the next page; None on the last."""
+    total: int | None = None
+    """Every matching record (with_total=True), else None."""
 
 
 class RecordService:
@@ -50,6 +53,7 @@ class RecordService:
         policy: Policy | None = None,
     ) -> None:
         self.db = db
+        self.registry = registry
         self.entity: CompiledEntity = registry.get(entity)
         self.principal = principal
         self.policy: Policy = policy or OpenPolicy()
@@ -78,71 +82,161 @@ class RecordService:
     async def list(
         self,
         *,
-        where: Mapping[str, Any] | None = None,
+        where: Mapping[str, Any] | Sequence[Condition] | None = None,
         search: str | None = None,
+        order_by: Sequence[str] | None = None,
         limit: int = 50,
         after: str | None = None,
         include_deleted: bool = False,
+        fields: Sequence[str] | None = None,
+        with_total: bool = False,
+        expand: Sequence[str] | None = None,
     ) -> Page:
-        """Records in creation order; `where` holds field = value filters."""
-        self.policy.authorize(self.principal, self.name, "read")
-        params: list[Any] = []
-        conditions = [self.policy.row_filter(self.principal, self.name, "read", params)]
-        if not include_deleted:
-            conditions.append("deleted_at IS NULL")
-        for name, value in (where or {}).items():
-            conditions.append(self._equals(name, value, params))
-        if search:
-            params.append(search)
-            conditions.append(f"search_vector @@ websearch_to_tsquery('simple', ${len(params)})")
-        if after:
-            created_at, last_id = _decode_cursor(after)
-            params.extend([created_at, last_id])
-            conditions.append(f"(created_at, id) > (${len(params) - 1}, ${len(params)})")
-        limit = max(1, min(int(limit), 1000))
-        sql = (
-            f"SELECT {self.entity.select_list} FROM {self.entity.table} WHERE "
-            + " AND ".join(f"({c})" for c in conditions)
-            + f" ORDER BY created_at, id LIMIT {limit + 1}"
-        )
-        async with self.db.connection() as connection:
-            rows = await connection.fetch(sql, *params)
-        records = [self.entity.record_from_row(r) for r in rows[:limit]]
-        cursor = _encode_cursor(records[-1]) if len(rows) > limit else None
-        return Page(records, cursor)
+        """One page of records (see xrm.records.query for the language).
 
-    async def count(self, *, where: Mapping[str, Any] | None = None) -> int:
+        `where`: {field: value} (equality) or a list of Condition; `search`:
+        full-text words; `order_by`: keys "field" / "-field" (default
+        created_at), id always breaks ties; `after`: the previous page's
+        next_cursor (same order_by); `fields`: names to return (id and version
+        always); `with_total`: count every matching row into Page.total;
+        `expand`: reference fields whose records to add as "<field>_expanded".
+        """
         self.policy.authorize(self.principal, self.name, "read")
+        problems: list[Problem] = []
         params: list[Any] = []
-        conditions = [self.policy.row_filter(self.principal, self.name, "read", params), "deleted_at IS NULL"]
-        for name, value in (where or {}).items():
-            conditions.append(self._equals(name, value, params))
+        conditions = self._conditions(where, search, include_deleted, params, problems)
+        keys = query.parse_order(self.entity, order_by, problems)
+        names = query.field_selection(self.entity, fields, SYSTEM_FIELDS, problems)
+        expanded = query.expand_selection(self.entity, expand, problems)
+        cursor_values = query.decode_cursor(after, keys, problems) if after and not problems else None
+        if problems:
+            raise ValidationFailed(self.name, problems)
+        limit = max(1, min(int(limit), 1000))
+
+        columns = self._page_columns(names, keys, expanded)
+        base = " AND ".join(f"({c})" for c in conditions)
+        arms = [("", params)] if cursor_values is None else query.keyset_conditions(keys, cursor_values, params)
+
+        def page_sql(arm: str, rows_wanted: int) -> str:
+            return (
+                f"SELECT {columns} FROM {self.entity.table} WHERE {base}"
+                + (f" AND ({arm})" if arm else "")
+                + f" ORDER BY {query.order_sql(keys)} LIMIT {rows_wanted}"
+            )
+
+        async def fetch(connection: asyncpg.Connection) -> tuple[list[asyncpg.Record], int | None]:
+            rows: list[asyncpg.Record] = []
+            for arm, arm_params in arms:  # in sort order; the first usually fills the page
+                rows.extend(await connection.fetch(page_sql(arm, limit + 1 - len(rows)), *arm_params))
+                if len(rows) > limit:
+                    break
+            total = None
+            if with_total:
+                total = await connection.fetchval(f"SELECT count(*) FROM {self.entity.table} WHERE {base}", *params)
+            return rows, total
+
+        async with self.db.connection() as connection:
+            if (with_total or len(arms) > 1) and not connection.is_in_transaction():
+                # Every statement of the page (and the total) sees one snapshot.
+                async with connection.transaction(isolation="repeatable_read", readonly=True):
+                    rows, total = await fetch(connection)
+            else:
+                rows, total = await fetch(connection)
+
+        page_rows = rows[:limit]
+        records = [self._record(row, names) for row in page_rows]
+        next_cursor = None
+        if len(rows) > limit:
+            last = page_rows[-1]
+            next_cursor = query.encode_cursor(keys, [last[k.column] for k in keys])
+        for name in expanded:
+            await self._expand(name, page_rows, records)
+        return Page(records, next_cursor, total)
+
+    async def count(
+        self,
+        *,
+        where: Mapping[str, Any] | Sequence[Condition] | None = None,
+        search: str | None = None,
+        include_deleted: bool = False,
+    ) -> int:
+        """How many records match (the same `where` and `search` as list)."""
+        self.policy.authorize(self.principal, self.name, "read")
+        problems: list[Problem] = []
+        params: list[Any] = []
+        conditions = self._conditions(where, search, include_deleted, params, problems)
+        if problems:
+            raise ValidationFailed(self.name, problems)
         async with self.db.connection() as connection:
             return await connection.fetchval(
                 f"SELECT count(*) FROM {self.entity.table} WHERE " + " AND ".join(f"({c})" for c in conditions),
                 *params,
             )
 
-    def _equals(self, name: str, value: Any, params: list[Any]) -> str:
-        if name == "id":
-            params.append(_as_uuid(value))
-            return f"id = ${len(params)}"
-        f = self.entity.fields.get(name)
-        if f is None:
-            raise ValidationFailed(self.name, [Problem(pointer(name), "is not a field of this entity")])
-        columns = f.columns()
-        if len(columns) != 1:
-            raise ValidationFailed(self.name, [Problem(pointer(name), f"a {f.type.name} field cannot be filtered by equality")])
-        if value is None:
-            return f"{quote_ident(columns[0].name)} IS NULL"
-        problems = self.entity.validator.problems({name: f.type.to_json(value)})
-        # Only this field's problems ("/name", "/name/..."), not those of
-        # other fields such as a missing required "name_2".
-        problems = [p for p in problems if p.pointer == pointer(name) or p.pointer.startswith(pointer(name) + "/")]
-        if problems:
-            raise ValidationFailed(self.name, problems)
-        params.append(f.type.to_db(f, f.type.to_json(value))["value"])
-        return f"{quote_ident(columns[0].name)} = ${len(params)}"
+    def _conditions(
+        self, where: Any, search: str | None, include_deleted: bool, params: list[Any], problems: list[Problem]
+    ) -> list[str]:
+        """The WHERE of list and count: the permission predicate always comes first."""
+        conditions = [self.policy.row_filter(self.principal, self.name, "read", params)]
+        if not include_deleted:
+            conditions.append("deleted_at IS NULL")
+        conditions.extend(query.where_sql(self.entity, where, params, problems))
+        if search:
+            params.append(search)
+            conditions.append(f"search_vector @@ websearch_to_tsquery('simple', ${len(params)})")
+        return conditions
+
+    def _page_columns(self, names: list[str] | None, keys: list[query.SortKey], expanded: list[str]) -> str:
+        if names is None:
+            return self.entity.select_list
+        columns: list[str] = []
+        for name in names:
+            if name in SYSTEM_FIELDS:
+                columns.append(name)
+            else:
+                columns.extend(c.name for c in self.entity.fields[name].columns())
+        columns.extend(k.column for k in keys)
+        columns.extend(self.entity.fields[name].columns()[0].name for name in expanded)
+        return ", ".join(quote_ident(c) for c in dict.fromkeys(columns))
+
+    def _record(self, row: Mapping[str, Any], names: list[str] | None) -> dict[str, Any]:
+        if names is None:
+            return self.entity.record_from_row(row)
+        record: dict[str, Any] = {}
+        for name in names:
+            if name in SYSTEM_FIELDS:
+                record[name] = row[name]
+            else:
+                f = self.entity.fields[name]
+                record[name] = f.type.from_db(f, {c.role: row[c.name] for c in f.columns()})
+        return record
+
+    async def _expand(self, name: str, rows: Sequence[Mapping[str, Any]], records: list[dict[str, Any]]) -> None:
+        """Add "<name>_expanded" (the referenced record, or None) to each record."""
+        f = self.entity.fields[name]
+        column = f.columns()[0].name
+        target = RecordService(self.db, self.registry, f.references or "", self.principal, self.policy)
+        ids = list(dict.fromkeys(row[column] for row in rows if row[column] is not None))
+        found = await target._read_many(ids) if ids else {}
+        display = target.entity.definition.display_field
+        for row, record in zip(rows, records):
+            referenced = found.get(row[column])
+            if referenced is not None:
+                referenced = {**referenced, "_display": referenced.get(display) if display else None}
+            record[f"{name}_expanded"] = referenced
+
+    async def _read_many(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Live records by id that the principal may read, in one query."""
+        self.policy.authorize(self.principal, self.name, "read")
+        params: list[Any] = [list(ids)]
+        predicate = self.policy.row_filter(self.principal, self.name, "read", params)
+        async with self.db.connection() as connection:
+            rows = await connection.fetch(
+                f"SELECT {self.entity.select_list} FROM {self.entity.table} "
+                f"WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL AND ({predicate})",
+                *params,
+            )
+        return {row["id"]: self.entity.record_from_row(row) for row in rows}
 
     # -- writes --------------------------------------------------------------
     async def create(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -395,16 +489,3 @@ def _as_uuid(value: Any, *, strict: bool = False) -> uuid.UUID:
             raise
         raise NotFound(f"No record with id {value!r}") from None
 
-
-def _encode_cursor(record: Mapping[str, Any]) -> str:
-    raw = json.dumps([record["created_at"].isoformat(), str(record["id"])])
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        created_at, record_id = json.loads(base64.urlsafe_b64decode(padded))
-        return dt.datetime.fromisoformat(created_at), uuid.UUID(record_id)
-    except (ValueError, TypeError) as error:
-        raise ValidationFailed("cursor", [Problem("/after", "is not a cursor this service issued")]) from error
