@@ -1,6 +1,6 @@
-"""The Litestar application: health, and the web UI entry page.
+"""The Litestar application: health, the REST API, the OpenAPI document, the entry page.
 
-The REST API and the full web UI build on this (their own issues). Start-up
+Start-up
 opens the database, applies entity_schemas/ (non-destructive changes only) and
 listens for schema changes other processes announce, reloading the registry.
 """
@@ -17,6 +17,10 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
+from .api.meta import meta_handlers
+from .api.openapi import openapi_handlers
+from .api.problems import exception_handlers
+from .api.records import record_handlers
 from .records.principal import SYSTEM_PRINCIPAL
 from .records.service import RecordService
 from .registry import SCHEMA_CHANNEL
@@ -68,7 +72,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await contexts.pop().__aexit__(None, None, None)
 
     return Litestar(
-        route_handlers=[health, index],
+        route_handlers=[health, index, *openapi_handlers, *meta_handlers, *record_handlers],
+        exception_handlers=exception_handlers,
+        openapi_config=None,  # ours is generated from the registry: /api/openapi.json
         on_startup=[start],
         on_shutdown=[stop],
         template_config=TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine),

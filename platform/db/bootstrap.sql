@@ -69,3 +69,23 @@ CREATE TABLE IF NOT EXISTS xrm_sys.outbox (
     processed_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON xrm_sys.outbox (id) WHERE processed_at IS NULL;
+
+-- Users and API tokens (roles, teams and permissions build on these).
+CREATE TABLE IF NOT EXISTS xrm_sys.app_user (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name          text NOT NULL UNIQUE CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$'),
+    password_hash text NOT NULL,
+    roles         text[] NOT NULL DEFAULT '{}',
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    disabled_at   timestamptz
+);
+-- Only a hash of each token is stored; the token itself is shown once.
+CREATE TABLE IF NOT EXISTS xrm_sys.api_token (
+    id           uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id      uuid NOT NULL REFERENCES xrm_sys.app_user (id),
+    token_hash   bytea NOT NULL UNIQUE,
+    label        text NOT NULL DEFAULT '',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at   timestamptz
+);

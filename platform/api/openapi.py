@@ -1,0 +1,266 @@
+"""The OpenAPI 3.1 document, generated from the registry on every request.
+
+OpenAPI 3.1 uses JSON Schema 2020-12, so each entity's record schema (the one
+the validator uses) drops straight into `components.schemas`. Because the
+document is built from the live registry, an entity added or changed while the
+server runs appears at once.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from litestar import Request, Response, get
+
+from ..records.validation import record_schema
+from ..registry import CompiledEntity, Registry
+from .common import platform_of
+from .problems import json_response
+from .records import BULK_LIMIT
+
+__all__ = ["build_openapi", "openapi_handlers"]
+
+_ERRORS = {
+    "400": "Malformed request (body, query or header)",
+    "401": "Missing, unknown or revoked API token",
+    "403": "The token's user may not do this",
+    "404": "Unknown entity or record",
+    "409": "Version conflict (If-Match) or refused schema change",
+    "413": "Request body too large",
+    "422": "Invalid input: one entry per problem, with a JSON pointer",
+}
+
+_SYSTEM_PROPERTIES: dict[str, Any] = {
+    "id": {"type": "string", "format": "uuid"},
+    "created_at": {"type": "string", "format": "date-time"},
+    "created_by": {"type": ["string", "null"], "format": "uuid"},
+    "updated_at": {"type": "string", "format": "date-time"},
+    "updated_by": {"type": ["string", "null"], "format": "uuid"},
+    "owner_id": {"type": ["string", "null"], "format": "uuid"},
+    "version": {"type": "integer", "minimum": 1},
+    "deleted_at": {"type": ["string", "null"], "format": "date-time"},
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _errors(*codes: str) -> dict[str, Any]:
+    return {code: {"$ref": f"#/components/responses/Problem{code}"} for code in codes}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _entity_components(entity: CompiledEntity) -> dict[str, Any]:
+    name = entity.name
+    writable = record_schema(entity.definition)
+    writable.pop("$schema", None)
+    patch = copy.deepcopy(writable)
+    patch["required"] = []
+    patch["properties"] = {k: _nullable(v) for k, v in patch["properties"].items()}
+    input_schema = copy.deepcopy(writable)
+    for field_name, schema in list(input_schema["properties"].items()):
+        if field_name not in writable["required"]:
+            input_schema["properties"][field_name] = _nullable(schema)
+    input_schema["properties"]["id"] = {"type": "string", "format": "uuid", "description": "Optional: choose the new record's id"}
+    record = {
+        "type": "object",
+        "title": entity.definition.label(),
+        "properties": {
+            **_SYSTEM_PROPERTIES,
+            **{k: _nullable(v) for k, v in writable["properties"].items()},
+        },
+        "required": list(_SYSTEM_PROPERTIES),
+        "additionalProperties": True,  # `<reference>_expanded` with ?expand=
+    }
+    bulk_item = copy.deepcopy(patch)
+    bulk_item["properties"]["id"] = {"type": "string", "format": "uuid", "description": "Given: update this record; absent: create"}
+    bulk_item["properties"]["version"] = {"type": "integer", "description": "Expected current version (optional)"}
+    return {
+        f"{name}.Record": record,
+        f"{name}.Input": input_schema,
+        f"{name}.Patch": patch,
+        f"{name}.Page": {
+            "type": "object",
+            "required": ["records", "next_cursor"],
+            "properties": {
+                "records": {"type": "array", "items": _ref(f"{name}.Record")},
+                "next_cursor": {"type": ["string", "null"]},
+                "total": {"type": "integer"},
+            },
+        },
+        f"{name}.Bulk": {
+            "type": "object",
+            "required": ["records"],
+            "properties": {"records": {"type": "array", "maxItems": BULK_LIMIT, "items": bulk_item}},
+        },
+    }
+
+
+def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
+    name, label = entity.name, entity.definition.label()
+    tag = [label]
+    record_id = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": 'ETag of the version you edited, e.g. "3"; a mismatch gives 409'}
+    etag_header = {"ETag": {"schema": {"type": "string"}, "description": "The record's version"}}
+    one = {"description": f"The {label} record", "headers": etag_header, "content": _json(_ref(f"{name}.Record"))}
+    filter_params = [
+        {"name": field, "in": "query", "required": False, "schema": {"type": "string"},
+         "description": f"Filter: {field}=value (equals); also {field}[op]=value with op in eq, ne, lt, lte, gt, gte, in, contains, starts_with, is_null"}
+        for field, f in entity.fields.items()
+    ]
+    list_params = [
+        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Full-text search over the search fields"},
+        {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated fields; prefix - for descending"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
+        {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
+        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated fields to return"},
+        {"name": "total", "in": "query", "schema": {"type": "boolean"}, "description": "Also count all matching records"},
+        {"name": "expand", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated reference fields to include"},
+        {"name": "include_deleted", "in": "query", "schema": {"type": "boolean"}},
+    ]
+    return {
+        f"/api/v1/{name}": {
+            "get": {
+                "operationId": f"list_{name}", "tags": tag, "summary": f"List {entity.definition.label(plural=True)}",
+                "parameters": list_params + filter_params,
+                "responses": {"200": {"description": "A page of records", "content": _json(_ref(f"{name}.Page"))}, **_errors("400", "401", "403", "404", "422")},
+            },
+            "post": {
+                "operationId": f"create_{name}", "tags": tag, "summary": f"Create a {label}",
+                "requestBody": {"required": True, "content": _json(_ref(f"{name}.Input"))},
+                "responses": {"201": one, **_errors("400", "401", "403", "404", "413", "422")},
+            },
+        },
+        f"/api/v1/{name}/_bulk": {
+            "post": {
+                "operationId": f"bulk_{name}", "tags": tag, "summary": f"Create or update up to {BULK_LIMIT} records, all or nothing",
+                "requestBody": {"required": True, "content": _json(_ref(f"{name}.Bulk"))},
+                "responses": {
+                    "200": {"description": "All records written", "content": _json({"type": "object", "required": ["records"], "properties": {"records": {"type": "array", "items": _ref(f"{name}.Record")}}})},
+                    **_errors("400", "401", "403", "404", "413", "422"),
+                },
+            }
+        },
+        f"/api/v1/{name}/{{record_id}}": {
+            "parameters": [record_id],
+            "get": {
+                "operationId": f"get_{name}", "tags": tag, "summary": f"Get a {label}",
+                "parameters": [{"name": "expand", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": one, **_errors("400", "401", "403", "404", "422")},
+            },
+            "put": {
+                "operationId": f"replace_{name}", "tags": tag, "summary": f"Replace a {label} (missing fields are cleared)",
+                "parameters": [if_match],
+                "requestBody": {"required": True, "content": _json(_ref(f"{name}.Input"))},
+                "responses": {"200": one, **_errors("400", "401", "403", "404", "409", "413", "422")},
+            },
+            "patch": {
+                "operationId": f"update_{name}", "tags": tag, "summary": f"Change some fields of a {label}",
+                "parameters": [if_match],
+                "requestBody": {"required": True, "content": _json(_ref(f"{name}.Patch"))},
+                "responses": {"200": one, **_errors("400", "401", "403", "404", "409", "413", "422")},
+            },
+            "delete": {
+                "operationId": f"delete_{name}", "tags": tag, "summary": f"Delete a {label} (soft; restorable)",
+                "parameters": [if_match],
+                "responses": {"200": one, **_errors("400", "401", "403", "404", "409")},
+            },
+        },
+        f"/api/v1/{name}/{{record_id}}/restore": {
+            "parameters": [record_id],
+            "post": {
+                "operationId": f"restore_{name}", "tags": tag, "summary": f"Restore a deleted {label}",
+                "responses": {"200": one, **_errors("400", "401", "403", "404", "422")},
+            },
+        },
+    }
+
+
+def _meta_paths() -> dict[str, Any]:
+    change = {
+        "type": "object",
+        "properties": {
+            "definitions": {"type": "array", "items": {"type": "object"}, "description": "Entity definitions (see docs/entity-definitions.md)"},
+            "remove": {"type": "array", "items": {"type": "string"}},
+            "allow_destructive": {"type": "boolean", "default": False},
+        },
+    }
+    plan = {"description": "The plan (steps with kind safe/backfill/destructive, impact, refusals)", "content": _json(_ref("SchemaPlan"))}
+    tag = ["Entity definitions"]
+    return {
+        "/api/v1/meta/entities": {"get": {"operationId": "list_entities", "tags": tag, "summary": "List entity types",
+                                          "responses": {"200": {"description": "Entity types", "content": _json({"type": "object"})}, **_errors("401")}}},
+        "/api/v1/meta/entities/{name}": {"get": {"operationId": "get_entity", "tags": tag, "summary": "Get a current definition",
+                                                 "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                                                 "responses": {"200": {"description": "The definition", "content": _json({"type": "object"})}, **_errors("401", "404")}}},
+        "/api/v1/meta/plan": {"post": {"operationId": "plan_definitions", "tags": tag, "summary": "Plan a change (changes nothing)",
+                                       "requestBody": {"required": True, "content": _json(change)},
+                                       "responses": {"200": plan, **_errors("400", "401", "403", "404", "413", "422")}}},
+        "/api/v1/meta/apply": {"post": {"operationId": "apply_definitions", "tags": tag, "summary": "Apply a change in one transaction",
+                                        "requestBody": {"required": True, "content": _json(change)},
+                                        "responses": {"200": plan, **_errors("400", "401", "403", "404", "409", "413", "422")}}},
+        "/api/v1/meta/revert": {"post": {"operationId": "revert_definitions", "tags": tag, "summary": "Undo the newest change still in effect",
+                                         "responses": {"200": plan, **_errors("400", "401", "403", "404", "409", "422")}}},
+        "/api/v1/meta/history": {"get": {"operationId": "definition_history", "tags": tag, "summary": "Definition versions, newest first",
+                                         "parameters": [{"name": "entity", "in": "query", "schema": {"type": "string"}}],
+                                         "responses": {"200": {"description": "Versions", "content": _json({"type": "object"})}, **_errors("401", "404")}}},
+    }
+
+
+def build_openapi(registry: Registry) -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details",
+            "required": ["type", "title", "status", "detail"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "object", "required": ["pointer", "detail"],
+                                                       "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}}}},
+            },
+        },
+        "SchemaPlan": {"type": "object", "properties": {"changeset_id": {"type": ["integer", "null"]}, "steps": {"type": "array"}, "refusals": {"type": "array"}}},
+    }
+    paths: dict[str, Any] = {}
+    for entity in registry:
+        schemas.update(_entity_components(entity))
+        paths.update(_entity_paths(entity))
+    paths.update(_meta_paths())
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {"title": "xrm API", "version": f"1.{registry.generation}",
+                 "description": "Generated from the entity definitions; it changes as soon as a definition does."},
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "xrm token create --user NAME"}},
+            "responses": {
+                f"Problem{code}": {"description": text, "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+                for code, text in _ERRORS.items()
+            },
+        },
+    }
+
+
+@get("/api/openapi.json")
+async def openapi_document(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return json_response(build_openapi(platform_of(request).registry))
+
+
+openapi_handlers = [openapi_document]

@@ -1,0 +1,188 @@
+"""The REST API end to end: auth, records, problems, bulk, meta, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from xrm.app import create_app
+from xrm.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def api(database_uri: str, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
+    with TestClient(app=create_app(settings)) as client:
+        yield client
+
+
+def _token(client: TestClient, name: str, roles: list[str]) -> str:
+    from xrm.auth import UserService
+
+    platform = client.app.state.platform
+
+    async def make() -> str:
+        await UserService(platform.db).create_user(name, "a-long-password", roles)
+        token, _ = await UserService(platform.db).create_token(name)
+        return token
+
+    return client.blocking_portal.call(make)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def admin(api: TestClient) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(api, 'admin', ['admin'])}"}
+
+
+def _problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def test_requests_without_a_valid_token_get_401(api: TestClient, admin: dict[str, str]) -> None:
+    _problem(api.get("/api/v1/account"), 401)
+    _problem(api.get("/api/v1/account", headers={"Authorization": "Bearer xrm_nope"}), 401)
+    _problem(api.get("/api/v1/account", headers={"Authorization": "Basic abc"}), 401)
+    assert api.get("/api/v1/account", headers=admin).status_code == 200
+
+
+def test_revoked_token_stops_working(api: TestClient) -> None:
+    from xrm.auth import UserService
+
+    headers = {"Authorization": f"Bearer {_token(api, 'carol', [])}"}
+    assert api.get("/api/v1/account", headers=headers).status_code == 200
+    users = UserService(api.app.state.platform.db)
+    (info,) = api.blocking_portal.call(users.list_tokens, "carol")
+    api.blocking_portal.call(users.revoke_token, info.id)
+    _problem(api.get("/api/v1/account", headers=headers), 401)
+
+
+def test_record_lifecycle_with_etags(api: TestClient, admin: dict[str, str]) -> None:
+    created = api.post("/api/v1/account", headers=admin, json={"name": "ACME", "employees": 10, "annual_revenue": {"amount": 1234.5, "currency": "EUR"}})
+    assert created.status_code == 201, created.text
+    record = created.json()
+    assert created.headers["etag"] == '"1"'
+    assert created.headers["location"] == f"/api/v1/account/{record['id']}"
+    # Decimals travel as exact JSON numbers.
+    assert b'"amount":1234.50' in created.content
+
+    url = f"/api/v1/account/{record['id']}"
+    assert api.get(url, headers=admin).json()["name"] == "ACME"
+    patched = api.patch(url, headers={**admin, "If-Match": '"1"'}, json={"city": "Köln"})
+    assert patched.status_code == 200 and patched.json()["version"] == 2 and patched.json()["employees"] == 10
+    stale = _problem(api.patch(url, headers={**admin, "If-Match": '"1"'}, json={"city": "Bonn"}), 409)
+    assert stale["current_version"] == 2
+    assert api.get(url, headers=admin).json()["city"] == "Köln"
+
+    replaced = api.put(url, headers=admin, json={"name": "ACME Corp"})
+    assert replaced.status_code == 200
+    assert replaced.json()["city"] is None and replaced.json()["employees"] is None
+
+    assert api.delete(url, headers=admin).status_code == 200
+    _problem(api.get(url, headers=admin), 404)
+    assert api.post(f"{url}/restore", headers=admin).status_code == 200
+    assert api.get(url, headers=admin).json()["name"] == "ACME Corp"
+
+
+def test_bad_input_gets_specific_problems_and_changes_nothing(api: TestClient, admin: dict[str, str]) -> None:
+    invalid = _problem(api.post("/api/v1/account", headers=admin, json={"employees": -1, "website": "nope", "colour": "red"}), 422)
+    pointers = {e["pointer"] for e in invalid["errors"]}
+    assert pointers == {"/name", "/employees", "/website", "/colour"}
+    _problem(api.post("/api/v1/account", headers={**admin, "Content-Type": "application/json"}, content=b"{not json"), 400)
+    _problem(api.post("/api/v1/account", headers=admin, json=[1, 2]), 400)
+    _problem(api.post("/api/v1/account", headers={**admin, "Content-Type": "application/json"}, content=b"\xff\xfe"), 400)
+    _problem(api.get("/api/v1/nothing", headers=admin), 404)
+    _problem(api.get("/api/v1/account/not-a-uuid", headers=admin), 404)
+    _problem(api.get("/api/v1/account?limit=0", headers=admin), 400)
+    _problem(api.patch("/api/v1/account/00000000-0000-0000-0000-000000000001", headers={**admin, "If-Match": "garbage"}, json={}), 400)
+    _problem(api.post("/api/v1/account", headers={**admin, "Content-Type": "application/json"}, content=b'{"name": "' + b"x" * 11_000_000 + b'"}'), 413)
+    assert api.get("/api/v1/account?total=true", headers=admin).json()["total"] == 0
+
+
+def test_bulk_is_all_or_nothing_with_per_record_errors(api: TestClient, admin: dict[str, str]) -> None:
+    first = api.post("/api/v1/account", headers=admin, json={"name": "Existing"}).json()
+    body = {"records": [
+        {"name": "A"},
+        {"name": "B", "employees": "many"},
+        {"id": first["id"], "version": 1, "city": "Berlin"},
+        {"name": "Existing"},
+    ]}
+    failed = _problem(api.post("/api/v1/account/_bulk", headers=admin, json=body), 422)
+    assert {e["pointer"] for e in failed["errors"]} == {"/records/1/employees", "/records/3/name"}
+    page = api.get("/api/v1/account?total=true", headers=admin).json()
+    assert page["total"] == 1 and page["records"][0]["city"] is None
+
+    body["records"] = [body["records"][0], body["records"][2]]
+    done = api.post("/api/v1/account/_bulk", headers=admin, json=body)
+    assert done.status_code == 200, done.text
+    assert [r["name"] for r in done.json()["records"]] == ["A", "Existing"]
+    assert api.get(f"/api/v1/account/{first['id']}", headers=admin).json()["city"] == "Berlin"
+    too_many = {"records": [{"name": f"n{i}"} for i in range(1001)]}
+    _problem(api.post("/api/v1/account/_bulk", headers=admin, json=too_many), 400)
+
+
+def test_list_filters_sort_and_pages(api: TestClient, admin: dict[str, str]) -> None:
+    for i in range(7):
+        api.post("/api/v1/account", headers=admin, json={"name": f"Firma {i}", "employees": i * 10, "sector": "retail" if i % 2 else "finance"})
+    page = api.get("/api/v1/account?employees[gte]=20&sort=-employees&limit=2&total=true", headers=admin).json()
+    assert [r["employees"] for r in page["records"]] == [60, 50] and page["total"] == 5
+    seen = [r["employees"] for r in page["records"]]
+    while page["next_cursor"]:
+        page = api.get(f"/api/v1/account?employees[gte]=20&sort=-employees&limit=2&after={page['next_cursor']}", headers=admin).json()
+        seen += [r["employees"] for r in page["records"]]
+    assert seen == [60, 50, 40, 30, 20]
+    finance = api.get("/api/v1/account?sector=finance&fields=name", headers=admin).json()["records"]
+    assert sorted(r["name"] for r in finance) == ["Firma 0", "Firma 2", "Firma 4", "Firma 6"]
+    assert "employees" not in finance[0]
+    _problem(api.get("/api/v1/account?employees[gte]=many", headers=admin), 422)
+    _problem(api.get("/api/v1/account?colour=red", headers=admin), 422)
+
+
+def test_meta_apply_gives_a_new_entity_an_api_without_restart(api: TestClient, admin: dict[str, str]) -> None:
+    names = [e["name"] for e in api.get("/api/v1/meta/entities", headers=admin).json()["entities"]]
+    assert names == ["account", "contact", "deal"]
+    definition = {"type": "object", "x-xrm": {"name": "supplier", "label": {"en": "Supplier", "de": "Lieferant"}},
+                  "required": ["name"], "properties": {"name": {"type": "string"}, "rating": {"type": "integer", "minimum": 1, "maximum": 5}}}
+    plan = api.post("/api/v1/meta/plan", headers=admin, json={"definitions": [definition]})
+    assert plan.status_code == 200 and plan.json()["steps"][0]["action"] == "create_entity"
+    assert "/api/v1/supplier" not in api.get("/api/openapi.json").json()["paths"]
+    applied = api.post("/api/v1/meta/apply", headers=admin, json={"definitions": [definition]})
+    assert applied.status_code == 200 and applied.json()["changeset_id"]
+    spec = api.get("/api/openapi.json").json()
+    assert "/api/v1/supplier" in spec["paths"] and "supplier.Input" in spec["components"]["schemas"]
+    assert api.post("/api/v1/supplier", headers=admin, json={"name": "Teile AG", "rating": 5}).status_code == 201
+    _problem(api.post("/api/v1/supplier", headers=admin, json={"name": "X", "rating": 9}), 422)
+    history = api.get("/api/v1/meta/history?entity=supplier", headers=admin).json()["versions"]
+    assert [v["version"] for v in history] == [1]
+    bad = dict(definition, properties={**definition["properties"], "Bad Name": {"type": "string"}})
+    problem = _problem(api.post("/api/v1/meta/apply", headers=admin, json={"definitions": [bad]}), 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/properties/Bad Name"]
+    assert api.get("/api/v1/meta/entities/supplier", headers=admin).json()["version"] == 1
+
+
+def test_meta_changes_need_the_admin_role(api: TestClient) -> None:
+    headers = {"Authorization": f"Bearer {_token(api, 'dora', ['sales'])}"}
+    assert api.get("/api/v1/meta/entities", headers=headers).status_code == 200
+    _problem(api.post("/api/v1/meta/apply", headers=headers, json={"definitions": []}), 403)
+
+
+def test_openapi_document_is_3_1_with_entity_schemas(api: TestClient) -> None:
+    spec = api.get("/api/openapi.json").json()
+    assert spec["openapi"] == "3.1.0"
+    assert spec["jsonSchemaDialect"] == "https://json-schema.org/draft/2020-12/schema"
+    account = spec["components"]["schemas"]["account.Input"]
+    assert account["required"] == ["name"]
+    assert account["properties"]["sector"]["anyOf"][0]["enum"][0] == "technology"
+    operation = spec["paths"]["/api/v1/account/{record_id}"]["patch"]
+    assert {"409", "422", "404", "401"} <= set(operation["responses"])
+    json.dumps(spec)  # serialisable as is
