@@ -9,6 +9,7 @@ an external server is used instead of the embedded one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import tempfile
@@ -21,6 +22,7 @@ import pytest
 from xrm.db.database import Database, bootstrap_system_schema
 from xrm.registry import Registry
 
+ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "xrm_test_template"
 _counter = itertools.count()
 
@@ -61,9 +63,9 @@ async def _create_template(uri: str) -> None:
         await template.close()
 
 
-@pytest.fixture
-def database_uri(server_uri: str) -> Iterator[str]:
-    """URI of a fresh database with the system schema, dropped after the test."""
+@contextlib.contextmanager
+def fresh_database(server_uri: str) -> Iterator[str]:
+    """URI of a new database with the system schema, dropped (even if in use) on exit."""
     name = f"xrm_test_{os.getpid()}_{next(_counter)}"
 
     async def create() -> None:
@@ -81,8 +83,17 @@ def database_uri(server_uri: str) -> Iterator[str]:
             await connection.close()
 
     asyncio.run(create())
-    yield _with_database(server_uri, name)
-    asyncio.run(drop())
+    try:
+        yield _with_database(server_uri, name)
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture
+def database_uri(server_uri: str) -> Iterator[str]:
+    """URI of a fresh database with the system schema, dropped after the test."""
+    with fresh_database(server_uri) as uri:
+        yield uri
 
 
 @pytest.fixture
@@ -108,3 +119,52 @@ def make_entities(db: Database):
         return await Registry().load(db)
 
     return make
+
+
+@contextlib.contextmanager
+def live_server(database_uri: str, data_dir: Path) -> Iterator[str]:
+    """The real app under uvicorn on a free loopback port (a thread); yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from xrm.app import create_app
+    from xrm.settings import Settings
+
+    settings = Settings(data_dir=data_dir, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def create_token(database_uri: str, user: str, roles: list[str]) -> str:
+    """A new user with these roles and an API token for it (straight through UserService)."""
+    from xrm.auth import UserService
+
+    async def make() -> str:
+        database = Database(database_uri)
+        await database.open(min_size=1, max_size=1)
+        try:
+            users = UserService(database)
+            await users.create_user(user, "a-long-password", roles)
+            token, _ = await users.create_token(user)
+            return token
+        finally:
+            await database.close()
+
+    return asyncio.run(make())

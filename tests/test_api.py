@@ -186,3 +186,25 @@ def test_openapi_document_is_3_1_with_entity_schemas(api: TestClient) -> None:
     operation = spec["paths"]["/api/v1/account/{record_id}"]["patch"]
     assert {"409", "422", "404", "401"} <= set(operation["responses"])
     json.dumps(spec)  # serialisable as is
+
+
+def test_a_whole_number_written_with_a_fraction_is_an_integer(api: TestClient, admin: dict[str, str]) -> None:
+    # JSON Schema counts 11.0 as an integer; the API reads fractions as exact decimals.
+    created = api.post("/api/v1/deal", headers=admin, content=b'{"title": "Rollout", "stage": "won", "probability": 11.0}',
+                       )
+    assert created.status_code == 201, created.text
+    assert created.json()["probability"] == 11
+    problem = _problem(api.post("/api/v1/deal", headers=admin, content=b'{"title": "X", "stage": "won", "probability": 11.5}'), 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/probability"]
+
+
+def test_datetimes_are_stored_in_utc_and_out_of_range_ones_are_refused(api: TestClient, admin: dict[str, str]) -> None:
+    # RFC 3339 allows offsets up to 23:59; PostgreSQL only up to 15:59. Stored as UTC, both work.
+    created = api.post("/api/v1/deal", headers=admin, json={"title": "A", "stage": "won", "closed_at": "2024-06-30T23:30:00+20:30"})
+    assert created.status_code == 201, created.text
+    assert created.json()["closed_at"] == "2024-06-30T03:00:00Z"
+    for moment in ("9999-12-31T23:00:00-05:00", "0001-01-01T00:00:00+05:00"):
+        problem = _problem(api.post("/api/v1/deal", headers=admin, json={"title": "B", "stage": "won", "closed_at": moment}), 422)
+        assert problem["errors"] == [{"pointer": "/closed_at", "detail": f"{moment!r} is out of range (years 1 to 9999, in UTC)"}]
+    _problem(api.get("/api/v1/deal?closed_at[gte]=0001-01-01T00:00:00%2B05:00", headers=admin), 422)
+    assert api.get("/api/v1/meta/history?entity=a%00b", headers=admin).status_code == 404

@@ -9,10 +9,12 @@ server runs appears at once.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from litestar import Request, Response, get
 
+from ..records.query import OPERATORS, Target, filter_targets, is_sortable, operators_of
 from ..records.validation import record_schema
 from ..registry import CompiledEntity, Registry
 from .common import platform_of
@@ -81,18 +83,26 @@ def _entity_components(entity: CompiledEntity) -> dict[str, Any]:
         "required": list(_SYSTEM_PROPERTIES),
         "additionalProperties": True,  # `<reference>_expanded` with ?expand=
     }
+    listed = dict(record, required=["id", "version"],
+                  description="A record in a list: every field, or id, version and the fields named in `fields`")
+    replace = copy.deepcopy(input_schema)
+    del replace["properties"]["id"]
     bulk_item = copy.deepcopy(patch)
     bulk_item["properties"]["id"] = {"type": "string", "format": "uuid", "description": "Given: update this record; absent: create"}
-    bulk_item["properties"]["version"] = {"type": "integer", "description": "Expected current version (optional)"}
+    bulk_item["properties"]["version"] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
+                                          "description": "With id: the version you edited; a mismatch fails the call"}
+    bulk_item["dependentRequired"] = {"version": ["id"]}
     return {
         f"{name}.Record": record,
+        f"{name}.ListedRecord": listed,
         f"{name}.Input": input_schema,
+        f"{name}.Replace": replace,
         f"{name}.Patch": patch,
         f"{name}.Page": {
             "type": "object",
             "required": ["records", "next_cursor"],
             "properties": {
-                "records": {"type": "array", "items": _ref(f"{name}.Record")},
+                "records": {"type": "array", "items": _ref(f"{name}.ListedRecord")},
                 "next_cursor": {"type": ["string", "null"]},
                 "total": {"type": "integer"},
             },
@@ -105,40 +115,91 @@ def _entity_components(entity: CompiledEntity) -> dict[str, Any]:
     }
 
 
+_NO_NUL = "^[^\\u0000]*$"
+_IF_MATCH = '^(\\*|(W/)?"[0-9]{1,9}")$'
+
+
+def _name_list(parameter: str, names: list[str], description: str) -> dict[str, Any]:
+    """A comma-separated list of names (?fields=name,city); empty means not given."""
+    return {"name": parameter, "in": "query", "description": f"{description}; comma-separated: {', '.join(names)}",
+            "schema": {"type": "string", "pattern": _list_pattern(names, "")}}
+
+
+def _list_pattern(names: list[str], prefix: str) -> str:
+    item = prefix + "(" + "|".join(re.escape(n) for n in names) + ")"
+    return f"^({item}(,{item})*)?$"
+
+
+def _filter_parameter(target: Target) -> dict[str, Any]:
+    """`field=value` (equals), typed as the parser reads it."""
+    kind = target.kind
+    schema: dict[str, Any]
+    if kind in ("text", "long_text"):
+        schema = {"type": "string", "pattern": _NO_NUL}
+    elif kind in ("select", "code"):
+        schema = {"type": "string", "enum": list(target.options or ())}
+    elif kind == "integer":
+        schema = {"type": "integer", "minimum": target.bounds[0], "maximum": target.bounds[1]}
+    elif kind == "decimal":
+        schema = {"type": "number"}
+    elif kind == "date":
+        schema = {"type": "string", "format": "date"}
+    elif kind == "datetime":
+        schema = {"type": "string", "format": "date-time"}
+    elif kind == "boolean":
+        schema = {"type": "boolean"}
+    elif kind == "uuid":
+        schema = {"type": "string", "format": "uuid"}
+    else:  # multiselect: records holding all of these options
+        return {"name": target.name, "in": "query", "style": "form", "explode": False,
+                "schema": {"type": "array", "items": {"type": "string", "enum": list(target.options or ())}},
+                "description": f"Records that have all these options; also {target.name}[op]=..."}
+    return {"name": target.name, "in": "query", "schema": schema,
+            "description": f"Equals; also {target.name}[op]=value with op in {', '.join(operators_of(target))}"}
+
+
 def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
     name, label = entity.name, entity.definition.label()
     tag = [label]
-    record_id = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"},
+    record_id = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
+    if_match = {"name": "If-Match", "in": "header", "required": False,
+                "schema": {"type": "string", "pattern": _IF_MATCH},
                 "description": 'ETag of the version you edited, e.g. "3"; a mismatch gives 409'}
-    etag_header = {"ETag": {"schema": {"type": "string"}, "description": "The record's version"}}
+    etag_header = {"ETag": {"required": True, "schema": {"type": "string"}, "description": "The record's version"}}
     one = {"description": f"The {label} record", "headers": etag_header, "content": _json(_ref(f"{name}.Record"))}
-    filter_params = [
-        {"name": field, "in": "query", "required": False, "schema": {"type": "string"},
-         "description": f"Filter: {field}=value (equals); also {field}[op]=value with op in eq, ne, lt, lte, gt, gte, in, contains, starts_with, is_null"}
-        for field, f in entity.fields.items()
-    ]
+    created = dict(one, headers={**etag_header, "Location": {"required": True, "schema": {"type": "string"}, "description": "URL of the new record"}})
+    targets = filter_targets(entity)
+    filter_params = [_filter_parameter(target) for target in targets if "eq" in operators_of(target)]
+    sortable = [t.name for t in targets if is_sortable(t)]
+    references = [field for field, f in entity.fields.items() if f.type.name == "reference" and f"{field}_expanded" not in entity.fields]
+    selectable = list(_SYSTEM_PROPERTIES) + list(entity.fields)
+    expand = [_name_list("expand", references, "Reference fields whose records to include as <field>_expanded (one level)")] if references else []
     list_params = [
-        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "Full-text search over the search fields"},
-        {"name": "sort", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated fields; prefix - for descending"},
+        {"name": "q", "in": "query", "schema": {"type": "string", "pattern": _NO_NUL}, "description": "Full-text search over the search fields"},
+        {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": _list_pattern(sortable, "-?")},
+         "description": "Comma-separated sort keys, each a field, prefixed with - for descending (empty: newest first): " + ", ".join(sortable)},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
-        {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page"},
-        {"name": "fields", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated fields to return"},
+        {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page (same filters and sort)"},
+        _name_list("fields", selectable, "Fields to return (id and version always come)"),
         {"name": "total", "in": "query", "schema": {"type": "boolean"}, "description": "Also count all matching records"},
-        {"name": "expand", "in": "query", "schema": {"type": "string"}, "description": "Comma-separated reference fields to include"},
-        {"name": "include_deleted", "in": "query", "schema": {"type": "boolean"}},
+        *expand,
+        {"name": "include_deleted", "in": "query", "schema": {"type": "boolean"}, "description": "Include soft-deleted records"},
     ]
+    filters_help = "Filters: `field=value` (equals), or `field[op]=value` with op one of " + ", ".join(OPERATORS) + \
+        " (`in` takes a comma-separated list, `is_null` true/false). Operators per field:\n\n" + \
+        "\n".join(f"- `{t.name}` ({t.type_name}): {', '.join(operators_of(t))}" for t in targets)
     return {
         f"/api/v1/{name}": {
             "get": {
                 "operationId": f"list_{name}", "tags": tag, "summary": f"List {entity.definition.label(plural=True)}",
+                "description": filters_help,
                 "parameters": list_params + filter_params,
                 "responses": {"200": {"description": "A page of records", "content": _json(_ref(f"{name}.Page"))}, **_errors("400", "401", "403", "404", "422")},
             },
             "post": {
                 "operationId": f"create_{name}", "tags": tag, "summary": f"Create a {label}",
                 "requestBody": {"required": True, "content": _json(_ref(f"{name}.Input"))},
-                "responses": {"201": one, **_errors("400", "401", "403", "404", "413", "422")},
+                "responses": {"201": created, **_errors("400", "401", "403", "404", "413", "422")},
             },
         },
         f"/api/v1/{name}/_bulk": {
@@ -155,13 +216,13 @@ def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
             "parameters": [record_id],
             "get": {
                 "operationId": f"get_{name}", "tags": tag, "summary": f"Get a {label}",
-                "parameters": [{"name": "expand", "in": "query", "schema": {"type": "string"}}],
+                "parameters": expand,
                 "responses": {"200": one, **_errors("400", "401", "403", "404", "422")},
             },
             "put": {
                 "operationId": f"replace_{name}", "tags": tag, "summary": f"Replace a {label} (missing fields are cleared)",
                 "parameters": [if_match],
-                "requestBody": {"required": True, "content": _json(_ref(f"{name}.Input"))},
+                "requestBody": {"required": True, "content": _json(_ref(f"{name}.Replace"))},
                 "responses": {"200": one, **_errors("400", "401", "403", "404", "409", "413", "422")},
             },
             "patch": {

@@ -32,9 +32,9 @@ async def _service(request: Request[Any, Any, Any], entity: str) -> RecordServic
 
 
 def _split(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    return [part.strip() for part in value.split(",") if part.strip()]
+    """A comma-separated list; absent or empty (`?fields=`) gives None: not given."""
+    parts = [part.strip() for part in (value or "").split(",") if part.strip()]
+    return parts or None
 
 
 def _flag(name: str, value: str | None) -> bool:

@@ -34,9 +34,9 @@ from typing import Any
 
 from ..errors import Problem, ValidationFailed, pointer
 from ..identifiers import quote_ident
-from ..schema.field_types import ISO_4217
+from ..schema.field_types import ISO_4217, in_utc_range
 
-__all__ = ["Condition", "OPERATORS", "SortKey", "parse_filter_params"]
+__all__ = ["Condition", "OPERATORS", "SortKey", "Target", "filter_targets", "is_sortable", "operators_of", "parse_filter_params"]
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "contains", "starts_with", "is_null")
 
@@ -177,6 +177,28 @@ def _target(entity: Any, name: Any) -> Target:
     return Target(name, f.columns()[0].name, kind, f.type.name, True, options)
 
 
+def filter_targets(entity: Any) -> list[Target]:
+    """Everything a list can be filtered on: system fields, entity fields, currency codes.
+
+    The OpenAPI document describes its query parameters from this list, so
+    the spec and the parser cannot drift apart.
+    """
+    names = list(_SYSTEM_KINDS) + list(entity.fields)
+    names += [f"{name}.currency" for name, f in entity.fields.items() if f.type.name == "currency"]
+    return [_target(entity, name) for name in names]
+
+
+def operators_of(target: Target) -> tuple[str, ...]:
+    """The operators a filter on this target accepts."""
+    return _OPERATORS_BY_KIND[target.kind]
+
+
+def is_sortable(target: Target) -> bool:
+    if target.name in _SYSTEM_KINDS:
+        return target.name in _SORTABLE_SYSTEM
+    return target.kind in _SORTABLE_KINDS and "." not in target.name
+
+
 # -- values ----------------------------------------------------------------
 
 
@@ -261,6 +283,8 @@ def _datetime(value: Any) -> dt.datetime:
         raise _Refused(f"{_shown(value)} is not a valid date-time (expected e.g. 2024-12-31T17:30:00+01:00)")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise _Refused(f"{_shown(value)} has no time zone: add an offset, e.g. 2024-12-31T00:00:00+01:00")
+    if not in_utc_range(moment):
+        raise _Refused(f"{_shown(value)} is out of range (years 1 to 9999, in UTC)")
     return moment
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from ..errors import Problem, pointer
+from ..schema.field_types import in_utc_range, parse_aware_datetime
 
 if TYPE_CHECKING:
     from ..schema.definition import EntityDefinition, FieldDefinition
@@ -43,9 +44,26 @@ def _finite(validator: Any, enabled: bool, instance: Any, schema: Mapping[str, A
         yield ValidationError("must be a finite number")
 
 
+def _is_integer(checker: Any, instance: Any) -> bool:
+    # JSON Schema: an integer is any number with a zero fractional part. The
+    # API parses JSON numbers with a fraction as exact Decimals, so 11.0 arrives
+    # as Decimal("11.0") and must count as an integer, as 11.0 (float) does.
+    if isinstance(instance, decimal.Decimal):
+        return instance.is_finite() and instance == instance.to_integral_value()
+    return bool(Draft202012Validator.TYPE_CHECKER.is_type(instance, "integer"))
+
+
+def _utc_range(validator: Any, enabled: bool, instance: Any, schema: Mapping[str, Any]) -> Any:
+    if isinstance(instance, str):
+        moment = parse_aware_datetime(instance)
+        if moment is not None and not in_utc_range(moment):
+            yield ValidationError(f"{instance!r} is out of range (years 1 to 9999, in UTC)")
+
+
 _Validator = validators.extend(
     Draft202012Validator,
-    {"x-xrm-scale": _scale, "x-xrm-precision": _precision, "x-xrm-finite": _finite},
+    {"x-xrm-scale": _scale, "x-xrm-precision": _precision, "x-xrm-finite": _finite, "x-xrm-utc-range": _utc_range},
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
 )
 _FORMATS = Draft202012Validator.FORMAT_CHECKER
 
@@ -54,6 +72,8 @@ def _field_schema(field: FieldDefinition) -> dict[str, Any]:
     schema = field.value_schema()
     if schema.get("type") == "number":
         schema["x-xrm-finite"] = True
+    if schema.get("format") == "date-time":
+        schema["x-xrm-utc-range"] = True
     if schema.get("type") == "object" and "properties" in schema and "amount" in schema["properties"]:
         schema["properties"]["amount"]["x-xrm-finite"] = True
     return schema

@@ -201,6 +201,8 @@ class IntegerType(FieldType):
         # JSON Schema counts 10.0 as an integer, but bigint input refuses "10.0".
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, decimal.Decimal) and value.is_finite() and value == value.to_integral_value():
+            return int(value)
         return value
 
 
@@ -310,6 +312,30 @@ class DateType(FieldType):
         return {"value": None if value is None else dt.date.fromisoformat(value)}
 
 
+def parse_aware_datetime(text: str) -> dt.datetime | None:
+    """An ISO 8601 date-time with offset as a datetime; None if it is not one."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.utcoffset() is not None else None
+
+
+def in_utc_range(moment: dt.datetime) -> bool:
+    """Whether the moment exists in UTC between years 1 and 9999 (what can be read back)."""
+    try:
+        moment.astimezone(dt.timezone.utc)
+    except OverflowError:
+        return False
+    return True
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    if not in_utc_range(moment):
+        return moment.isoformat()  # the validator refuses it with a message
+    return moment.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class DateTimeType(FieldType):
     """A point in time; stored as timestamptz, so an offset is required."""
 
@@ -322,7 +348,13 @@ class DateTimeType(FieldType):
         if isinstance(value, dt.datetime):
             # A naive datetime becomes a string without offset, which the
             # date-time format rejects: the caller must say which time zone.
-            return value.isoformat()
+            return value.isoformat() if value.tzinfo is None else _utc_text(value)
+        if isinstance(value, str):
+            # timestamptz stores UTC anyway; converting here also lets offsets
+            # RFC 3339 allows but PostgreSQL refuses (beyond +-15:59) through.
+            moment = parse_aware_datetime(value)
+            if moment is not None:
+                return _utc_text(moment)
         return value
 
     def to_db(self, field: FieldDefinition, value: Any) -> dict[str, Any]:

@@ -174,6 +174,8 @@ class SchemaService:
 
     async def history(self, entity: str | None = None) -> list[dict[str, Any]]:
         """Definition versions, newest first (all entities, or one by current or former name)."""
+        if entity is not None and "\x00" in entity:
+            return []  # no name holds NUL; PostgreSQL text could not even carry it
         async with self.db.connection() as connection:
             rows = await connection.fetch(
                 """
