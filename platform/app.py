@@ -21,6 +21,7 @@ from .api.meta import meta_handlers
 from .api.openapi import openapi_handlers
 from .api.problems import exception_handlers
 from .api.records import record_handlers
+from .api.transfer import transfer_handlers
 from .records.principal import SYSTEM_PRINCIPAL
 from .records.service import RecordService
 from .registry import SCHEMA_CHANNEL
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await contexts.pop().__aexit__(None, None, None)
 
     return Litestar(
-        route_handlers=[health, index, *openapi_handlers, *meta_handlers, *record_handlers],
+        route_handlers=[health, index, *openapi_handlers, *meta_handlers, *transfer_handlers, *record_handlers],
         exception_handlers=exception_handlers,
         openapi_config=None,  # ours is generated from the registry: /api/openapi.json
         on_startup=[start],

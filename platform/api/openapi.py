@@ -158,6 +158,21 @@ def _filter_parameter(target: Target) -> dict[str, Any]:
             "description": f"Equals; also {target.name}[op]=value with op in {', '.join(operators_of(target))}"}
 
 
+_IMPORT_PARAMETERS: list[dict[str, Any]] = [
+    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["csv", "jsonl"]},
+     "description": "Default: from Content-Type (application/x-ndjson: JSON Lines), else CSV"},
+    {"name": "dry_run", "in": "query", "schema": {"type": "boolean"}, "description": "Check everything, write nothing"},
+    {"name": "upsert_key", "in": "query", "schema": {"type": "string"}, "description": "A unique field (or id): rows whose key exists update that record"},
+    {"name": "mapping", "in": "query", "schema": {"type": "string"}, "description": 'JSON object {"Column": "field", "Ignored column": null}'},
+    {"name": "currency", "in": "query", "schema": {"type": "string"}, "description": "Currency of amounts written without one, e.g. EUR"},
+    {"name": "timezone", "in": "query", "schema": {"type": "string"}, "description": "Time zone of date-times without offset, e.g. Europe/Berlin"},
+    {"name": "number_format", "in": "query", "schema": {"type": "string", "enum": ["auto", "de", "en"]}, "description": "How . and , are read (1.234,56 is de)"},
+    {"name": "date_format", "in": "query", "schema": {"type": "string"}, "description": "An extra strptime pattern, e.g. %m/%d/%Y"},
+    {"name": "encoding", "in": "query", "schema": {"type": "string"}, "description": "Default: UTF-8 (with or without BOM), else Windows-1252"},
+    {"name": "delimiter", "in": "query", "schema": {"type": "string", "maxLength": 2}, "description": "CSV delimiter (default: detected)"},
+]
+
+
 def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
     name, label = entity.name, entity.definition.label()
     tag = [label]
@@ -237,6 +252,36 @@ def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
                 "responses": {"200": one, **_errors("400", "401", "403", "404", "409")},
             },
         },
+        f"/api/v1/{name}/_import": {
+            "post": {
+                "operationId": f"import_{name}", "tags": tag, "summary": f"Import {entity.definition.label(plural=True)} from CSV or JSON Lines",
+                "description": "The body is the file. Columns map to fields by name or label (en/de); bad rows are reported "
+                               "with row, column and reason and never stop the good ones. See docs/import-export.md.",
+                "parameters": _IMPORT_PARAMETERS,
+                # Any bytes are a file to read; what is wrong in it is in the report.
+                "requestBody": {"required": True, "content": {"text/csv": {"schema": {}}, "application/x-ndjson": {"schema": {}}}},
+                "responses": {"200": {"description": "What was (or, with dry_run, would be) imported, and every bad row",
+                                      "content": _json(_ref("ImportReport"))},
+                              **_errors("400", "401", "403", "404", "413", "422")},
+            }
+        },
+        f"/api/v1/{name}/_export": {
+            "get": {
+                "operationId": f"export_{name}", "tags": tag, "summary": f"Export {entity.definition.label(plural=True)} (streamed)",
+                "description": "Takes the list's filters, q and sort. " + filters_help,
+                "parameters": [
+                    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["csv", "jsonl"], "default": "csv"}},
+                    {"name": "references", "in": "query", "schema": {"type": "string", "enum": ["id", "display"], "default": "id"},
+                     "description": "References as record ids (round-trips) or as the target's display value"},
+                    *[p for p in list_params if p["name"] in ("q", "sort")],
+                    *filter_params,
+                ],
+                "responses": {"200": {"description": "The records, one CSV row or JSON line each", "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                }}, **_errors("400", "401", "403", "404", "422")},
+            }
+        },
         f"/api/v1/{name}/{{record_id}}/restore": {
             "parameters": [record_id],
             "post": {
@@ -291,6 +336,23 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
                 "detail": {"type": "string"},
                 "errors": {"type": "array", "items": {"type": "object", "required": ["pointer", "detail"],
                                                        "properties": {"pointer": {"type": "string"}, "detail": {"type": "string"}}}},
+            },
+        },
+        "ImportReport": {
+            "type": "object",
+            "required": ["entity", "dry_run", "rows", "created", "updated", "skipped", "error_count", "errors"],
+            "properties": {
+                "entity": {"type": "string"}, "dry_run": {"type": "boolean"}, "rows": {"type": "integer"},
+                "created": {"type": "integer"}, "updated": {"type": "integer"}, "skipped": {"type": "integer"},
+                "error_count": {"type": "integer"},
+                "errors": {"type": "array", "items": {"type": "object", "required": ["row", "message"], "properties": {
+                    "row": {"type": "integer"}, "column": {"type": ["string", "null"]}, "field": {"type": ["string", "null"]},
+                    "message": {"type": "string"}}}},
+                "mapping": {"type": "object", "additionalProperties": {"type": "string"}},
+                "unmapped_columns": {"type": "array", "items": {"type": "string"}},
+                "notes": {"type": "array", "items": {"type": "string"}},
+                "approximate_matches": {"type": "array", "items": {"type": "object"}},
+                "seconds": {"type": "number"},
             },
         },
         "SchemaPlan": {"type": "object", "properties": {"changeset_id": {"type": ["integer", "null"]}, "steps": {"type": "array"}, "refusals": {"type": "array"}}},

@@ -19,13 +19,14 @@ from ..records.service import RecordService
 from .common import etag, expected_version, platform_of, principal_of, read_json
 from .problems import BadRequest, json_response
 
-__all__ = ["BULK_LIMIT", "LIST_PARAMETERS", "record_handlers"]
+__all__ = ["BULK_LIMIT", "LIST_PARAMETERS", "list_arguments", "record_handlers", "record_service"]
 
 BULK_LIMIT = 1000
 LIST_PARAMETERS = ("q", "sort", "limit", "after", "fields", "total", "expand", "include_deleted")
 
 
-async def _service(request: Request[Any, Any, Any], entity: str) -> RecordService:
+async def record_service(request: Request[Any, Any, Any], entity: str) -> RecordService:
+    """The entity's RecordService for the caller (401 without a valid token, 404 for an unknown entity)."""
     principal = await principal_of(request)
     platform = platform_of(request)
     return RecordService(platform.db, platform.registry, entity, principal)
@@ -47,6 +48,17 @@ def _flag(name: str, value: str | None) -> bool:
     raise BadRequest("Invalid query parameter", [Problem(pointer(name), "must be true or false")])
 
 
+def list_arguments(service: RecordService, params: Any, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Filters, q, sort and include_deleted of a list query string (shared by list and export)."""
+    filters = {key: params.getall(key) for key in params.keys() if key not in LIST_PARAMETERS and key not in ignore}
+    return {
+        "where": parse_filter_params(service.entity, filters),
+        "search": params.get("q") or None,
+        "order_by": _split(params.get("sort")),
+        "include_deleted": _flag("include_deleted", params.get("include_deleted")),
+    }
+
+
 def _record_body(body: Any) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
         raise BadRequest("The body must be a JSON object (one record)")
@@ -55,7 +67,7 @@ def _record_body(body: Any) -> Mapping[str, Any]:
 
 @get("/api/v1/{entity:str}")
 async def list_records(request: Request[Any, Any, Any], entity: FromPath[str]) -> Response[bytes]:
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     params = request.query_params
     try:
         limit = int(params.get("limit", "50"))
@@ -63,17 +75,13 @@ async def list_records(request: Request[Any, Any, Any], entity: FromPath[str]) -
         raise BadRequest("Invalid query parameter", [Problem("/limit", "must be a whole number")]) from None
     if not 1 <= limit <= 1000:
         raise BadRequest("Invalid query parameter", [Problem("/limit", "must be between 1 and 1000")])
-    filters = {key: params.getall(key) for key in params.keys() if key not in LIST_PARAMETERS}
     page = await service.list(
-        where=parse_filter_params(service.entity, filters),
-        search=params.get("q") or None,
-        order_by=_split(params.get("sort")),
+        **list_arguments(service, params),
         limit=limit,
         after=params.get("after") or None,
         fields=_split(params.get("fields")),
         with_total=_flag("total", params.get("total")),
         expand=_split(params.get("expand")),
-        include_deleted=_flag("include_deleted", params.get("include_deleted")),
     )
     body: dict[str, Any] = {"records": page.records, "next_cursor": page.next_cursor}
     if page.total is not None:
@@ -83,7 +91,7 @@ async def list_records(request: Request[Any, Any, Any], entity: FromPath[str]) -
 
 @post("/api/v1/{entity:str}", status_code=201)
 async def create_record(request: Request[Any, Any, Any], entity: FromPath[str]) -> Response[bytes]:
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     record = await service.create(_record_body(await read_json(request)))
     headers = {**etag(record), "Location": f"/api/v1/{entity}/{record['id']}"}
     return json_response(record, 201, headers)
@@ -92,7 +100,7 @@ async def create_record(request: Request[Any, Any, Any], entity: FromPath[str]) 
 @post("/api/v1/{entity:str}/_bulk", status_code=200)
 async def bulk_write(request: Request[Any, Any, Any], entity: FromPath[str]) -> Response[bytes]:
     """Create (no "id") or update (with "id", optional "version") up to 1,000 records, all or nothing."""
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     body = await read_json(request)
     items = body.get("records") if isinstance(body, Mapping) else None
     if not isinstance(items, list):
@@ -133,7 +141,7 @@ async def bulk_write(request: Request[Any, Any, Any], entity: FromPath[str]) -> 
 
 @get("/api/v1/{entity:str}/{record_id:str}")
 async def get_record(request: Request[Any, Any, Any], entity: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     expand = _split(request.query_params.get("expand"))
     if expand:
         page = await service.list(where={"id": record_id}, expand=expand, limit=1)
@@ -148,7 +156,7 @@ async def get_record(request: Request[Any, Any, Any], entity: FromPath[str], rec
 @put("/api/v1/{entity:str}/{record_id:str}")
 async def replace_record(request: Request[Any, Any, Any], entity: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
     """Replace every field: a field missing from the body is cleared."""
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     body = _record_body(await read_json(request))
     changes = {name: None for name in service.entity.fields}
     changes.update(body)
@@ -158,7 +166,7 @@ async def replace_record(request: Request[Any, Any, Any], entity: FromPath[str],
 
 @patch("/api/v1/{entity:str}/{record_id:str}")
 async def update_record(request: Request[Any, Any, Any], entity: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     body = _record_body(await read_json(request))
     record = await service.update(record_id, body, expected_version=expected_version(request))
     return json_response(record, headers=etag(record))
@@ -166,14 +174,14 @@ async def update_record(request: Request[Any, Any, Any], entity: FromPath[str], 
 
 @delete("/api/v1/{entity:str}/{record_id:str}", status_code=200)
 async def delete_record(request: Request[Any, Any, Any], entity: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     record = await service.delete(record_id, expected_version=expected_version(request))
     return json_response(record, headers=etag(record))
 
 
 @post("/api/v1/{entity:str}/{record_id:str}/restore", status_code=200)
 async def restore_record(request: Request[Any, Any, Any], entity: FromPath[str], record_id: FromPath[str]) -> Response[bytes]:
-    service = await _service(request, entity)
+    service = await record_service(request, entity)
     record = await service.restore(record_id)
     return json_response(record, headers=etag(record))
 

@@ -366,7 +366,7 @@ class Importer:
             if missing:
                 raise XrmError(
                     f"Required field{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {self.service.name} "
-                    f"{'have' if len(missing) > 1 else 'has'} no column in the file (map one with --map COLUMN=FIELD); nothing was imported"
+                    f"{'have' if len(missing) > 1 else 'has'} no column in the file (map a column to it: --map COLUMN=FIELD, or mapping in the API); nothing was imported"
                 )
 
     async def _run(self, source: Source) -> None:

@@ -115,8 +115,9 @@ def _detect_encoding(binary: IO[bytes]) -> str:
         binary.seek(start)
 
 
-def _read_error(error: UnicodeDecodeError, encoding: str) -> ImportFileError:
-    return ImportFileError(f"The file is not valid {encoding} text ({error.reason}); give its encoding explicitly")
+def _read_error(error: UnicodeError, encoding: str) -> ImportFileError:
+    reason = error.reason if isinstance(error, UnicodeDecodeError) else str(error)
+    return ImportFileError(f"The file is not valid {encoding} text ({reason}); give its encoding explicitly")
 
 
 class CsvSource(Source):
@@ -126,7 +127,7 @@ class CsvSource(Source):
         self._owned = owned
         try:
             header_lines = _first_record_lines(text)
-        except UnicodeDecodeError as error:
+        except UnicodeError as error:
             raise _read_error(error, encoding) from None
         header_text = "".join(header_lines)
         if delimiter is not None and len(delimiter) != 1:
@@ -152,7 +153,7 @@ class CsvSource(Source):
                 return
             except csv.Error as error:
                 raise ImportFileError(f"Row {number + 1} is not valid CSV: {error}") from None
-            except UnicodeDecodeError as error:
+            except UnicodeError as error:
                 raise _read_error(error, self.encoding or "utf-8") from None
             number += 1
             row: dict[Any, Any] = dict(enumerate(cells[:width]))
@@ -211,7 +212,7 @@ class JsonLinesSource(Source):
         while True:
             try:
                 line = self._text.readline()
-            except UnicodeDecodeError as error:
+            except UnicodeError as error:
                 raise _read_error(error, self.encoding or "utf-8") from None
             if not line:
                 return
