@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Litestar, Request, get
+from litestar.static_files import create_static_files_router
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
@@ -31,7 +32,8 @@ from .settings import Settings
 __all__ = ["create_app"]
 
 log = logging.getLogger("xrm")
-TEMPLATES = Path(__file__).resolve().parent.parent / "webui" / "templates"
+WEBUI = Path(__file__).resolve().parent.parent / "webui"
+TEMPLATES = WEBUI / "templates"
 
 
 @get("/health", sync_to_thread=False)
@@ -50,6 +52,12 @@ async def index(request: Request[Any, Any, Any]) -> Template:
         count = await RecordService(platform.db, platform.registry, entity.name, SYSTEM_PRINCIPAL).count()
         entities.append({"name": entity.name, "label": entity.definition.label(language, plural=True), "count": count})
     return Template("index.html", context={"entities": entities, "language": language})
+
+
+@get("/api/docs", include_in_schema=False)
+async def api_docs() -> Template:
+    """The interactive API browser (vendored Swagger UI over /api/openapi.json)."""
+    return Template("api_docs.html")
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -73,7 +81,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await contexts.pop().__aexit__(None, None, None)
 
     return Litestar(
-        route_handlers=[health, index, *openapi_handlers, *meta_handlers, *transfer_handlers, *record_handlers],
+        route_handlers=[
+            health, index, api_docs, create_static_files_router(path="/static", directories=[WEBUI / "static"]),
+            *openapi_handlers, *meta_handlers, *transfer_handlers, *record_handlers],
         exception_handlers=exception_handlers,
         openapi_config=None,  # ours is generated from the registry: /api/openapi.json
         on_startup=[start],

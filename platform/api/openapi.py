@@ -364,7 +364,6 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
     paths.update(_meta_paths())
     return {
         "openapi": "3.1.0",
-        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
         "info": {"title": "xrm API", "version": f"1.{registry.generation}",
                  "description": "Generated from the entity definitions; it changes as soon as a definition does."},
         "servers": [{"url": "/"}],
