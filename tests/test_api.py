@@ -166,7 +166,7 @@ def test_meta_apply_gives_a_new_entity_an_api_without_restart(api: TestClient, a
     assert [v["version"] for v in history] == [1]
     bad = dict(definition, properties={**definition["properties"], "Bad Name": {"type": "string"}})
     problem = _problem(api.post("/api/v1/meta/apply", headers=admin, json={"definitions": [bad]}), 422)
-    assert [e["pointer"] for e in problem["errors"]] == ["/properties/Bad Name"]
+    assert [e["pointer"] for e in problem["errors"]] == ["/definitions/0/properties/Bad Name"]
     assert api.get("/api/v1/meta/entities/supplier", headers=admin).json()["version"] == 1
 
 

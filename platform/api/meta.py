@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
-from ..errors import NotFound
+from ..errors import DefinitionInvalid, NotFound, Problem
 from .common import platform_of, principal_of, read_json, require_admin
 from .problems import BadRequest, json_response
 
@@ -26,6 +26,18 @@ def _change_request(body: Any) -> tuple[list[Any], list[str], bool]:
     if not isinstance(allow, bool):
         raise BadRequest('"allow_destructive" must be true or false')
     return definitions, remove, allow
+
+
+def _sources(definitions: list[Any]) -> list[str]:
+    """Each definition's place in the body, so a problem's pointer can say which one."""
+    return [f"/definitions/{index}" for index in range(len(definitions))]
+
+
+def _located(error: DefinitionInvalid) -> DefinitionInvalid:
+    """Pointers relative to the request body: /definitions/1/properties/x."""
+    if not error.source or not error.source.startswith("/definitions/"):
+        return error
+    return DefinitionInvalid([Problem(error.source + p.pointer, p.message) for p in error.problems])
 
 
 @get("/api/v1/meta/entities")
@@ -57,7 +69,10 @@ async def get_entity(request: Request[Any, Any, Any], name: FromPath[str]) -> Re
 async def plan(request: Request[Any, Any, Any]) -> Response[bytes]:
     require_admin(await principal_of(request))
     definitions, remove, _ = _change_request(await read_json(request))
-    result = await platform_of(request).schema.plan(definitions, remove=remove)
+    try:
+        result = await platform_of(request).schema.plan(definitions, remove=remove, sources=_sources(definitions))
+    except DefinitionInvalid as error:
+        raise _located(error) from None
     return json_response(result.as_dict())
 
 
@@ -66,7 +81,12 @@ async def apply(request: Request[Any, Any, Any]) -> Response[bytes]:
     principal = await principal_of(request)
     require_admin(principal)
     definitions, remove, allow = _change_request(await read_json(request))
-    result = await platform_of(request).schema.apply(definitions, remove=remove, allow_destructive=allow, principal=principal)
+    try:
+        result = await platform_of(request).schema.apply(
+            definitions, remove=remove, allow_destructive=allow, principal=principal, sources=_sources(definitions)
+        )
+    except DefinitionInvalid as error:
+        raise _located(error) from None
     return json_response(result.as_dict())
 
 
