@@ -208,3 +208,11 @@ def test_datetimes_are_stored_in_utc_and_out_of_range_ones_are_refused(api: Test
         assert problem["errors"] == [{"pointer": "/closed_at", "detail": f"{moment!r} is out of range (years 1 to 9999, in UTC)"}]
     _problem(api.get("/api/v1/deal?closed_at[gte]=0001-01-01T00:00:00%2B05:00", headers=admin), 422)
     assert api.get("/api/v1/meta/history?entity=a%00b", headers=admin).status_code == 404
+
+
+def test_an_unknown_field_is_refused_even_when_null(api: TestClient, admin: dict[str, str]) -> None:
+    problem = _problem(api.post("/api/v1/account", headers=admin, json={"name": "ACME", "colour": None}), 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/colour"]
+    bulk = _problem(api.post("/api/v1/account/_bulk", headers=admin, json={"records": [{"name": "A", "": None}]}), 422)
+    assert [e["pointer"] for e in bulk["errors"]] == ["/records/0/"]
+    assert api.get("/api/v1/account?total=true", headers=admin).json()["total"] == 0

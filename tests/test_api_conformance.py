@@ -9,6 +9,7 @@ existing rows.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,11 @@ from schemathesis.generation import GenerationMode
 
 from conftest import create_token, fresh_database, live_server
 
-EXAMPLES_PER_OPERATION = 20
+# The suite runs a fixed (derandomized) set of examples, so CI is reproducible.
+# An exploratory sweep with fresh random examples finds rarer cases:
+#   XRM_SCHEMATHESIS_EXAMPLES=200 XRM_SCHEMATHESIS_RANDOM=1 pytest tests/test_api_conformance.py
+EXAMPLES_PER_OPERATION = int(os.environ.get("XRM_SCHEMATHESIS_EXAMPLES", "20"))
+RANDOM = os.environ.get("XRM_SCHEMATHESIS_RANDOM") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +57,8 @@ def test_every_operation_conforms_to_the_spec(conformance_server: tuple[str, dic
                 # schemathesis's own pytest integration does not support pytest 9
                 # (it sets Function._nodeid); driving Hypothesis directly does.
                 @given(case=operation.as_strategy(generation_mode=mode))
-                @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+                @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, suppress_health_check=list(HealthCheck),
+                          database=None, derandomize=not RANDOM)
                 def check(case: schemathesis.Case) -> None:
                     # Not checked: "every schema-valid request is accepted". A record
                     # can fit the schema and still be refused with a 422 for rules

@@ -33,7 +33,7 @@ _MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/x-ndjson
 
 
 def _choice(name: str, value: str | None, choices: tuple[str, ...], default: str | None) -> str | None:
-    if value is None or value == "":
+    if value is None:
         return default
     if value not in choices:
         raise BadRequest("Invalid query parameter", [Problem(pointer(name), f"must be one of {', '.join(choices)}")])

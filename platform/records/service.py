@@ -181,7 +181,11 @@ class RecordService:
         if not include_deleted:
             conditions.append("deleted_at IS NULL")
         conditions.extend(query.where_sql(self.entity, where, params, problems))
-        if search:
+        if search is not None and not isinstance(search, str):
+            problems.append(Problem("/search", "must be text"))
+        elif search and "\x00" in search:
+            problems.append(Problem("/search", "must not contain the NUL character (\\u0000)"))
+        elif search:
             params.append(search)
             conditions.append(f"search_vector @@ websearch_to_tsquery('simple', ${len(params)})")
         return conditions

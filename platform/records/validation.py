@@ -166,7 +166,10 @@ class RecordValidator:
 
     def problems(self, data: Mapping[str, Any]) -> list[Problem]:
         """Problems of a complete record in JSON form (None means "no value")."""
-        present = {k: v for k, v in data.items() if v is not None}
+        # None is "no value" for a field; a name that is no field stays, so
+        # {"colour": null} is refused like {"colour": "red"}.
+        fields = self.entity.fields
+        present = {k: v for k, v in data.items() if v is not None or k not in fields}
         problems = _problems(self._validator, present)
         seen = {p.pointer for p in problems}
         extra = [p for p in unstorable_problems(present, ()) if p.pointer not in seen]
