@@ -18,6 +18,8 @@ from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Template
 from litestar.template.config import TemplateConfig
 
+from .api.admin import admin_handlers
+from .api.audit import audit_handlers
 from .api.meta import meta_handlers
 from .api.openapi import openapi_handlers
 from .api.problems import exception_handlers
@@ -27,6 +29,7 @@ from .records.principal import SYSTEM_PRINCIPAL
 from .records.service import RecordService
 from .registry import SCHEMA_CHANNEL
 from .runtime import Platform, open_platform
+from .security.policy import SECURITY_CHANNEL
 from .settings import Settings
 
 __all__ = ["create_app"]
@@ -83,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             health, index, api_docs, create_static_files_router(path="/static", directories=[WEBUI / "static"]),
-            *openapi_handlers, *meta_handlers, *transfer_handlers, *record_handlers],
+            *openapi_handlers, *meta_handlers, *admin_handlers, *audit_handlers, *transfer_handlers, *record_handlers],
         exception_handlers=exception_handlers,
         openapi_config=None,  # ours is generated from the registry: /api/openapi.json
         on_startup=[start],
@@ -101,5 +104,10 @@ async def _listen_for_schema_changes(platform: Platform) -> Any:
     def reload(*_: Any) -> None:
         asyncio.get_running_loop().create_task(platform.registry.load(platform.db))
 
+    def reload_policy(*_: Any) -> None:
+        asyncio.get_running_loop().create_task(platform.policy.load(platform.db))
+
     await connection.add_listener(SCHEMA_CHANNEL, reload)
+    # Roles and grants changed (here or in another process, e.g. `xrm role grant`).
+    await connection.add_listener(SECURITY_CHANNEL, reload_policy)
     return connection

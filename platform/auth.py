@@ -48,6 +48,9 @@ class UserService:
     async def create_user(self, name: str, password: str, roles: list[str] | None = None) -> Principal:
         if len(password) < 8:
             raise ValidationFailed("user", [Problem("/password", "must be at least 8 characters long")])
+        from .security.model import SecurityService
+
+        await SecurityService(self.db).check_roles(roles or [])  # every role named must exist
         async with self.db.connection() as connection:
             try:
                 row = await connection.fetchrow(
@@ -67,12 +70,23 @@ class UserService:
             )
         if row is None:
             _hasher.hash(password)  # same cost whether or not the user exists
+            await self._audit_login(name, None, "auth.login_failed", "unknown or disabled user")
             return None
         try:
             _hasher.verify(row["password_hash"], password)
         except VerificationError:
+            await self._audit_login(name, row["id"], "auth.login_failed", "wrong password")
             return None
-        return _principal(row)
+        principal = _principal(row)
+        await self._audit_login(name, row["id"], "auth.login", None)
+        return principal
+
+    async def _audit_login(self, name: str, user_id: Any, action: str, reason: str | None) -> None:
+        from .audit import AuditLog
+
+        # The name as typed (it may belong to no user); bounded so a huge one cannot bloat the log.
+        attempted = Principal(user_id or uuid.UUID(int=0), name[:200].replace("\x00", ""), frozenset())
+        await AuditLog(self.db).write_now(attempted, action, details={"reason": reason} if reason else None)
 
     async def create_token(self, user: str, label: str = "") -> tuple[str, TokenInfo]:
         """A new token for `user`: (the token, shown only now; its stored info)."""
@@ -115,12 +129,32 @@ class UserService:
             return None
         async with self.db.connection() as connection:
             row = await connection.fetchrow(
-                "UPDATE xrm_sys.api_token t SET last_used_at = now() FROM xrm_sys.app_user u "
-                "WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.id = t.user_id AND u.disabled_at IS NULL "
-                "RETURNING u.id, u.name, u.roles",
+                "SELECT t.id AS token_id, t.last_used_at, u.id, u.name, u.roles "
+                "FROM xrm_sys.api_token t JOIN xrm_sys.app_user u ON u.id = t.user_id "
+                "WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL",
                 _token_hash(token),
             )
-        return None if row is None else _principal(row)
+            if row is None:
+                return None
+            # "Last used" to the minute: writing it on every request made each
+            # read a committed write, and requests of one token queue on its row
+            # (bench/api_load.py measured ~1.4x more GETs/s without it).
+            if row["last_used_at"] is None or row["last_used_at"] < _minute_ago():
+                await connection.execute(
+                    "UPDATE xrm_sys.api_token SET last_used_at = now() "
+                    "WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+                    row["token_id"],
+                )
+            from .security.model import resolve_principal
+
+            # With the teams and the owner sets of scopes team/team_tree (xrm.security).
+            return await resolve_principal(connection, row["id"], row["name"], row["roles"])
+
+
+def _minute_ago() -> datetime:
+    from datetime import timedelta, timezone
+
+    return datetime.now(timezone.utc) - timedelta(minutes=1)
 
 
 def _principal(row: Any) -> Principal:

@@ -110,6 +110,30 @@ async def _demo_users(platform: Platform) -> None:
             click.echo(f"user {name}: exists already, password unchanged")
             continue
         click.echo(f"user {name} (roles: {', '.join(roles)}): password {password}")
+    await _demo_teams(platform)
+
+
+DEMO_TEAMS = (("Company", None, ()), ("Sales", "Company", ("anna.vertrieb",)), ("Service", "Company", ("ben.service",)))
+
+
+async def _demo_teams(platform: Platform) -> None:
+    """Teams Company > Sales, Service; the demo deals (still the system's) go to team Sales."""
+    from .records.principal import SYSTEM_PRINCIPAL
+    from .records.service import RecordService
+
+    security = platform.security()
+    existing = {t["name"] for t in await security.list_teams()}
+    for name, parent, members in DEMO_TEAMS:
+        if name not in existing:
+            await security.create_team(name, parent)
+            for member in members:
+                await security.add_member(name, member)
+    deals = await RecordService(platform.db, platform.registry, "deal", SYSTEM_PRINCIPAL).list(
+        where={"owner_id": SYSTEM_PRINCIPAL.id}, fields=["id"], limit=1000)
+    for deal in deals.records:
+        await security.assign("deal", deal["id"], team="Sales")
+    if deals.records:
+        click.echo(f"teams: Company > Sales (anna.vertrieb), Service (ben.service); {len(deals.records)} deals assigned to team Sales")
 
 
 async def _apply_schema_folder(platform: Platform) -> None:
@@ -307,6 +331,237 @@ async def token_revoke(token_id: str) -> None:
     click.echo(f"Revoked token {token_id}")
 
 
+# -- permissions: roles, teams, shares, the explainer (xrm.security) ------------
+def _print_role(role: dict[str, Any]) -> None:
+    flag = " (built-in)" if role["built_in"] else ""
+    click.echo(f"{role['name']}{flag}: {role['description']}")
+    for g in role["grants"]:
+        click.echo(f"  {g['entity']:<20} {g['action']:<8} {g['scope']}")
+    if role["users"]:
+        click.echo(f"  users: {', '.join(role['users'])}")
+
+
+@main.group()
+def role() -> None:
+    """Roles: per entity and action a scope (none, own, team, team_tree, all)."""
+
+
+@role.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@run
+async def role_list(as_json: bool) -> None:
+    """List roles with their grants and the users holding them."""
+    async with open_platform() as platform:
+        roles = await platform.security().list_roles()
+    if as_json:
+        click.echo(json_dumps(roles))
+        return
+    for r in roles:
+        _print_role(r)
+
+
+@role.command("create")
+@click.argument("name")
+@click.option("--description", default="", help="What the role is for.")
+@run
+async def role_create(name: str, description: str) -> None:
+    """Create role NAME (no grants yet: add them with `xrm role grant`)."""
+    async with open_platform() as platform:
+        _print_role(await platform.security().create_role(name, description))
+
+
+@role.command("delete")
+@click.argument("name")
+@run
+async def role_delete(name: str) -> None:
+    """Delete role NAME (not a built-in one, and only when no user holds it)."""
+    async with open_platform() as platform:
+        await platform.security().delete_role(name)
+    click.echo(f"Deleted role {name}")
+
+
+@role.command("grant")
+@click.argument("role_name", metavar="ROLE")
+@click.argument("entity")
+@click.argument("action", type=click.Choice(["create", "read", "update", "delete", "export", "assign", "share"]))
+@click.argument("scope", type=click.Choice(["none", "own", "team", "team_tree", "all"]))
+@run
+async def role_grant(role_name: str, entity: str, action: str, scope: str) -> None:
+    """Let ROLE do ACTION on ENTITY (* = every entity) for records in SCOPE."""
+    async with open_platform() as platform:
+        _print_role(await platform.security().grant(role_name, entity, action, scope))
+
+
+@role.command("revoke")
+@click.argument("role_name", metavar="ROLE")
+@click.argument("entity")
+@click.argument("action", type=click.Choice(["create", "read", "update", "delete", "export", "assign", "share"]))
+@run
+async def role_revoke(role_name: str, entity: str, action: str) -> None:
+    """Remove ROLE's grant of ACTION on ENTITY."""
+    async with open_platform() as platform:
+        _print_role(await platform.security().revoke(role_name, entity, action))
+
+
+@user.command("grant-role")
+@click.argument("user_name", metavar="USER")
+@click.argument("role_name", metavar="ROLE")
+@run
+async def user_grant_role(user_name: str, role_name: str) -> None:
+    """Give USER the role ROLE."""
+    async with open_platform() as platform:
+        roles = await platform.security().grant_role(user_name, role_name)
+    click.echo(f"{user_name}: roles {', '.join(roles) or '(none)'}")
+
+
+@user.command("revoke-role")
+@click.argument("user_name", metavar="USER")
+@click.argument("role_name", metavar="ROLE")
+@run
+async def user_revoke_role(user_name: str, role_name: str) -> None:
+    """Take the role ROLE from USER."""
+    async with open_platform() as platform:
+        roles = await platform.security().revoke_role(user_name, role_name)
+    click.echo(f"{user_name}: roles {', '.join(roles) or '(none)'}")
+
+
+@main.group()
+def team() -> None:
+    """Teams (nested: a team with sub-teams is a business unit) and their members."""
+
+
+def _print_team(t: dict[str, Any]) -> None:
+    parent = f" (in {t['parent']})" if t["parent"] else ""
+    click.echo(f"{t['name']}{parent}: {', '.join(t['members']) or 'no members'}")
+
+
+@team.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@run
+async def team_list(as_json: bool) -> None:
+    """List teams with their parent team and members."""
+    async with open_platform() as platform:
+        teams = await platform.security().list_teams()
+    if as_json:
+        click.echo(json_dumps(teams))
+        return
+    for t in teams:
+        _print_team(t)
+
+
+@team.command("create")
+@click.argument("name")
+@click.option("--parent", default=None, help="The team (business unit) this one belongs to.")
+@run
+async def team_create(name: str, parent: str | None) -> None:
+    """Create team NAME."""
+    async with open_platform() as platform:
+        _print_team(await platform.security().create_team(name, parent))
+
+
+@team.command("move")
+@click.argument("name")
+@click.option("--parent", default=None, help="The new parent team (omit: top level).")
+@run
+async def team_move(name: str, parent: str | None) -> None:
+    """Move team NAME below another team (cycles are refused)."""
+    async with open_platform() as platform:
+        _print_team(await platform.security().set_parent(name, parent))
+
+
+@team.command("delete")
+@click.argument("name")
+@run
+async def team_delete(name: str) -> None:
+    """Delete team NAME (it must have no sub-teams)."""
+    async with open_platform() as platform:
+        await platform.security().delete_team(name)
+    click.echo(f"Deleted team {name}")
+
+
+@team.command("add")
+@click.argument("team_name", metavar="TEAM")
+@click.argument("user_name", metavar="USER")
+@run
+async def team_add(team_name: str, user_name: str) -> None:
+    """Add USER to TEAM."""
+    async with open_platform() as platform:
+        _print_team(await platform.security().add_member(team_name, user_name))
+
+
+@team.command("remove")
+@click.argument("team_name", metavar="TEAM")
+@click.argument("user_name", metavar="USER")
+@run
+async def team_remove(team_name: str, user_name: str) -> None:
+    """Remove USER from TEAM."""
+    async with open_platform() as platform:
+        _print_team(await platform.security().remove_member(team_name, user_name))
+
+
+def _one_grantee(user_name: str | None, team_name: str | None) -> None:
+    if (user_name is None) == (team_name is None):
+        raise XrmError("Name exactly one of --user or --team")
+
+
+@main.command("share")
+@click.argument("entity")
+@click.argument("record_id")
+@click.option("--user", "user_name", help="Share with this user.")
+@click.option("--team", "team_name", help="Share with this team (its direct members).")
+@click.option("--write", is_flag=True, help="Read and write (update); default: read only.")
+@run
+async def share_command(entity: str, record_id: str, user_name: str | None, team_name: str | None, write: bool) -> None:
+    """Share one record of ENTITY with a user or a team."""
+    _one_grantee(user_name, team_name)
+    async with open_platform() as platform:
+        shared = await platform.security().share(entity, record_id, user=user_name, team=team_name, write=write)
+    click.echo(f"Shared {entity} {record_id} with {'user ' + user_name if user_name else 'team ' + str(team_name)} ({shared['access']})")
+
+
+@main.command("unshare")
+@click.argument("entity")
+@click.argument("record_id")
+@click.option("--user", "user_name", help="The user the record is shared with.")
+@click.option("--team", "team_name", help="The team the record is shared with.")
+@run
+async def unshare_command(entity: str, record_id: str, user_name: str | None, team_name: str | None) -> None:
+    """Revoke a share of one record of ENTITY."""
+    _one_grantee(user_name, team_name)
+    async with open_platform() as platform:
+        await platform.security().unshare(entity, record_id, user=user_name, team=team_name)
+    click.echo(f"Revoked the share of {entity} {record_id}")
+
+
+@main.command("assign")
+@click.argument("entity")
+@click.argument("record_id")
+@click.option("--user", "user_name", help="The new owner: this user.")
+@click.option("--team", "team_name", help="The new owner: this team.")
+@run
+async def assign_command(entity: str, record_id: str, user_name: str | None, team_name: str | None) -> None:
+    """Give one record of ENTITY a new owner (a user or a team)."""
+    _one_grantee(user_name, team_name)
+    async with open_platform() as platform:
+        await platform.security().assign(entity, record_id, user=user_name, team=team_name)
+    click.echo(f"{entity} {record_id} is now owned by {'user ' + user_name if user_name else 'team ' + str(team_name)}")
+
+
+@main.command("explain")
+@click.option("--user", "user_name", required=True, help="The user asking.")
+@click.argument("entity")
+@click.argument("record_id")
+@click.option("--action", default="read", show_default=True,
+              type=click.Choice(["create", "read", "update", "delete", "export", "assign", "share"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@run
+async def explain_command(user_name: str, entity: str, record_id: str, action: str, as_json: bool) -> None:
+    """Why may (or may not) USER do ACTION on a record? Names the role, scope, team or share."""
+    async with open_platform() as platform:
+        explanation = await platform.security().explain(user_name, entity, record_id, action)
+    click.echo(json_dumps(explanation.as_dict()) if as_json else explanation.render())
+
+
 # -- import / export (xrm.transfer; docs/import-export.md) ---------------------
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     """COLUMN=FIELD / FIELD=VALUE options as a dict (split at the last "=" for --map)."""
@@ -453,6 +708,119 @@ async def export_command(
         else:
             await export_records(platform.db, platform.registry, entity, sys.stdout, **options)
             sys.stdout.flush()
+
+
+# -- audit trail (xrm.audit; docs/audit.md) -------------------------------------
+@main.group()
+def audit() -> None:
+    """Read the audit trail: record history, search, export."""
+
+
+def _audit_line(entry: Any) -> str:
+    where = f"{entry.entity} {entry.record_id}" if entry.record_id else (entry.entity or "")
+    line = f"{entry.at:%Y-%m-%d %H:%M:%S%z}  #{entry.id:<6} {entry.principal_name:<16} {entry.action:<18} {where}"
+    for name, change in (entry.changes or {}).items():
+        line += f"\n      {name}: {json_dumps(change['old'])} -> {json_dumps(change['new'])}"
+    if entry.details:
+        line += f"\n      {json_dumps(entry.details)[:300]}"
+    return line
+
+
+@audit.command("show")
+@click.argument("entity")
+@click.argument("record_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines.")
+@run
+async def audit_show(entity: str, record_id: str, as_json: bool) -> None:
+    """The history of one record, oldest first: who changed which field from what to what."""
+    from .records.principal import SYSTEM_PRINCIPAL
+    from .records.service import RecordService
+
+    async with open_platform() as platform:
+        entries = await RecordService(platform.db, platform.registry, entity, SYSTEM_PRINCIPAL).history(record_id)
+    for entry in entries:
+        click.echo(json_dumps(entry.as_dict()) if as_json else _audit_line(entry))
+
+
+def _search_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--entity", help="Only this entity."),
+        click.option("--record", "record_id", help="Only this record id."),
+        click.option("--user", help="Only this user's entries."),
+        click.option("--action", help="e.g. record.updated, schema.changed, auth.login_failed, export."),
+        click.option("--field", help="Only entries that changed this field."),
+        click.option("--since", help="From this date-time (with offset; a date means its midnight UTC)."),
+        click.option("--until", help="Before this date-time."),
+    ]):
+        function = option(function)
+    return function
+
+
+def _search_arguments(entity: str | None, record_id: str | None, user: str | None, action: str | None,
+                      field: str | None, since: str | None, until: str | None) -> dict[str, Any]:
+    import datetime as dt
+    import uuid
+
+    from .schema.field_types import parse_aware_datetime
+
+    def moment(option: str, text: str | None) -> dt.datetime | None:
+        if text is None:
+            return None
+        parsed = parse_aware_datetime(text if "T" in text or " " in text else text + "T00:00:00Z")
+        if parsed is None:
+            raise XrmError(f"--{option} needs a date or a date-time with offset, e.g. 2024-12-31 or 2024-12-31T08:00:00+01:00")
+        return parsed
+
+    try:
+        key = uuid.UUID(record_id) if record_id else None
+    except ValueError:
+        raise XrmError(f"--record needs a record id (uuid), not {record_id!r}") from None
+    return {"entity": entity, "record_id": key, "user": user, "action": action, "field": field,
+            "since": moment("since", since), "until": moment("until", until)}
+
+
+@audit.command("search")
+@_search_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines.")
+@run
+async def audit_search(limit: int, as_json: bool, **filters: Any) -> None:
+    """Entries matching every filter, newest first."""
+    from .audit import AuditLog
+
+    async with open_platform() as platform:
+        entries = await AuditLog(platform.db).search(**_search_arguments(**filters), limit=limit)
+    for entry in entries:
+        click.echo(json_dumps(entry.as_dict()) if as_json else _audit_line(entry))
+
+
+@audit.command("export")
+@_search_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="Write to this file (default: standard output).")
+@run
+async def audit_export(output: str | None, **filters: Any) -> None:
+    """All matching entries as JSON Lines (newest first), page by page."""
+    from .audit import AuditLog
+
+    arguments = _search_arguments(**filters)
+    out = open(output, "w", encoding="utf-8") if output else sys.stdout  # noqa: SIM115 - closed below
+    count = 0
+    try:
+        async with open_platform() as platform:
+            log, before = AuditLog(platform.db), None
+            while True:
+                entries = await log.search(**arguments, before_id=before, limit=1000)
+                for entry in entries:
+                    out.write(json_dumps(entry.as_dict()) + "\n")
+                count += len(entries)
+                if len(entries) < 1000:
+                    break
+                before = entries[-1].id
+    finally:
+        if output:
+            out.close()
+    if output:
+        click.echo(f"Exported {count} audit entries to {output}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,7 @@ from typing import Any
 __all__ = [
     "DefinitionInvalid",
     "NotFound",
+    "PermissionDenied",
     "Problem",
     "Refusal",
     "SchemaChangeRefused",
@@ -78,6 +79,12 @@ class ValidationFailed(XrmError):
 
 class NotFound(XrmError):
     title = "Not found"
+
+
+class PermissionDenied(XrmError):
+    """The principal may not do this action at all (HTTP 403)."""
+
+    title = "Forbidden"
 
 
 class VersionConflict(XrmError):

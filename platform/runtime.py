@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 from .db.database import Database, database_uri
 from .errors import XrmError
+from .records.principal import SYSTEM_PRINCIPAL, Principal
 from .registry import Registry
 from .schema.files import load_documents
 from .schema.service import Plan, SchemaService
+from .security.model import SecurityService
+from .security.policy import RolePolicy
 from .settings import Settings
 
 __all__ = ["Platform", "open_platform"]
@@ -21,10 +24,16 @@ class Platform:
     settings: Settings
     db: Database
     registry: Registry
+    policy: RolePolicy
+    """The role/team/sharing policy every API request's RecordService uses (xrm.security)."""
 
     @property
     def schema(self) -> SchemaService:
         return SchemaService(self.db, self.registry)
+
+    def security(self, actor: Principal = SYSTEM_PRINCIPAL) -> SecurityService:
+        """Roles, teams, shares and the explainer; changes reload self.policy."""
+        return SecurityService(self.db, self.policy, self.registry, actor)
 
     async def load_schema_folder(self) -> tuple[Plan | None, str | None]:
         """Apply entity_schemas/*.json at start, unless that would be destructive.
@@ -49,6 +58,24 @@ async def open_platform(settings: Settings | None = None, *, pool_size: int = 10
     await db.open(max_size=pool_size)
     try:
         registry = await Registry().load(db)
-        yield Platform(settings, db, registry)
+        policy = await RolePolicy().load(db)
+        await _ensure_owner_indexes(db, registry)
+        yield Platform(settings, db, registry, policy)
     finally:
         await db.close()
+
+
+async def _ensure_owner_indexes(db: Database, registry: Registry) -> None:
+    """Entity tables created before the permission model get their owner_id index (once)."""
+    from .schema.ddl import DATA_SCHEMA, owner_index_statement
+
+    async with db.connection() as connection:
+        indexed = {
+            r["tablename"]
+            for r in await connection.fetch(
+                "SELECT tablename FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%(owner_id)'", DATA_SCHEMA
+            )
+        }
+        for entity in registry:
+            if entity.name not in indexed:
+                await connection.execute(owner_index_statement(entity.name))

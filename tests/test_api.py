@@ -59,7 +59,7 @@ def test_requests_without_a_valid_token_get_401(api: TestClient, admin: dict[str
 def test_revoked_token_stops_working(api: TestClient) -> None:
     from xrm.auth import UserService
 
-    headers = {"Authorization": f"Bearer {_token(api, 'carol', [])}"}
+    headers = {"Authorization": f"Bearer {_token(api, 'carol', ['sales'])}"}  # sales reads every account
     assert api.get("/api/v1/account", headers=headers).status_code == 200
     users = UserService(api.app.state.platform.db)
     (info,) = api.blocking_portal.call(users.list_tokens, "carol")

@@ -17,6 +17,7 @@ from litestar import Request, Response, get
 from ..records.query import OPERATORS, Target, filter_targets, is_sortable, operators_of
 from ..records.validation import record_schema
 from ..registry import CompiledEntity, Registry
+from .admin import admin_paths, admin_schemas, record_share_paths
 from .common import platform_of
 from .problems import json_response
 from .records import BULK_LIMIT
@@ -282,6 +283,16 @@ def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
                 }}, **_errors("400", "401", "403", "404", "422")},
             }
         },
+        f"/api/v1/{name}/{{record_id}}/history": {
+            "parameters": [record_id],
+            "get": {
+                "operationId": f"history_{name}", "tags": tag, "summary": f"Audit trail of a {label}: who changed what, when",
+                "responses": {"200": {"description": "Entries, oldest first; changes per field with old and new value",
+                                      "content": _json({"type": "object", "required": ["entries"],
+                                                        "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}})},
+                              **_errors("400", "401", "403", "404")},
+            }
+        },
         f"/api/v1/{name}/{{record_id}}/restore": {
             "parameters": [record_id],
             "post": {
@@ -323,6 +334,29 @@ def _meta_paths() -> dict[str, Any]:
     }
 
 
+def _audit_paths() -> dict[str, Any]:
+    text = {"type": "string", "pattern": _NO_NUL}
+    moment = {"type": "string", "format": "date-time"}
+    parameters = [
+        {"name": "entity", "in": "query", "schema": text},
+        {"name": "record_id", "in": "query", "schema": {"type": "string", "format": "uuid"}},
+        {"name": "user", "in": "query", "schema": text, "description": "User name"},
+        {"name": "action", "in": "query", "schema": text, "description": "e.g. record.updated, schema.changed, auth.login_failed, export"},
+        {"name": "field", "in": "query", "schema": text, "description": "Entries that changed this field"},
+        {"name": "since", "in": "query", "schema": moment},
+        {"name": "until", "in": "query", "schema": moment},
+        {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}, "description": "next_before of the previous page"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+    ]
+    page = {"type": "object", "required": ["entries", "next_before"], "properties": {
+        "entries": {"type": "array", "items": _ref("AuditEntry")}, "next_before": {"type": ["integer", "null"]}}}
+    return {"/api/v1/admin/audit": {"get": {
+        "operationId": "search_audit", "tags": ["Audit trail"], "summary": "Search the audit trail, newest first (admins)",
+        "parameters": parameters,
+        "responses": {"200": {"description": "A page of entries", "content": _json(page)}, **_errors("400", "401", "403", "422")},
+    }}}
+
+
 def build_openapi(registry: Registry) -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Problem": {
@@ -355,13 +389,29 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
                 "seconds": {"type": "number"},
             },
         },
+        "AuditEntry": {
+            "type": "object",
+            "required": ["id", "at", "user", "action"],
+            "properties": {
+                "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                "user_id": {"type": ["string", "null"]}, "user": {"type": "string"}, "action": {"type": "string"},
+                "entity": {"type": ["string", "null"]}, "record_id": {"type": ["string", "null"]},
+                "changes": {"type": ["object", "null"], "additionalProperties": {
+                    "type": "object", "required": ["old", "new"], "properties": {"old": {}, "new": {}}}},
+                "details": {"type": ["object", "null"]},
+            },
+        },
         "SchemaPlan": {"type": "object", "properties": {"changeset_id": {"type": ["integer", "null"]}, "steps": {"type": "array"}, "refusals": {"type": "array"}}},
     }
     paths: dict[str, Any] = {}
     for entity in registry:
         schemas.update(_entity_components(entity))
         paths.update(_entity_paths(entity))
+        paths.update(record_share_paths(entity.name, entity.definition.label()))
     paths.update(_meta_paths())
+    paths.update(_audit_paths())
+    paths.update(admin_paths())
+    schemas.update(admin_schemas())
     return {
         "openapi": "3.1.0",
         "info": {"title": "xrm API", "version": f"1.{registry.generation}",

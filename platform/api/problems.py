@@ -17,6 +17,7 @@ from ..auth import AuthenticationRequired
 from ..errors import (
     DefinitionInvalid,
     NotFound,
+    PermissionDenied,
     SchemaChangeRefused,
     ValidationFailed,
     VersionConflict,
@@ -32,10 +33,6 @@ _encoder = msgspec.json.Encoder(decimal_format="number")
 
 class BadRequest(XrmError):
     title = "Bad request"
-
-
-class PermissionDenied(XrmError):
-    title = "Forbidden"
 
 
 _STATUS: list[tuple[type[XrmError], int]] = [

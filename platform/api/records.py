@@ -29,7 +29,7 @@ async def record_service(request: Request[Any, Any, Any], entity: str) -> Record
     """The entity's RecordService for the caller (401 without a valid token, 404 for an unknown entity)."""
     principal = await principal_of(request)
     platform = platform_of(request)
-    return RecordService(platform.db, platform.registry, entity, principal)
+    return RecordService(platform.db, platform.registry, entity, principal, platform.policy)
 
 
 def _split(value: str | None) -> list[str] | None:

@@ -100,6 +100,7 @@ async def import_upload(request: Request[Any, Any, Any], entity: FromPath[str]) 
             encoding=encoding,
             delimiter=delimiter,
             principal=service.principal,
+            policy=service.policy,
             mapping=_mapping(params.get("mapping")),
             upsert_key=params.get("upsert_key") or None,
             dry_run=dry_run,
@@ -126,7 +127,8 @@ async def export_download(request: Request[Any, Any, Any], entity: FromPath[str]
     await service.list(limit=1, **options)
     platform = platform_of(request)
     chunks: AsyncIterator[str] = iter_export(
-        platform.db, platform.registry, entity, format=file_format, references=references, principal=service.principal, **options
+        platform.db, platform.registry, entity, format=file_format, references=references, principal=service.principal,
+        policy=service.policy, **options
     )
     return Stream(
         chunks,

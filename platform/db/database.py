@@ -11,6 +11,7 @@ classes go stale after DDL (../STYLE.md, pitfalls 1-7).
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import json
 import uuid
@@ -35,6 +36,8 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if hasattr(value, "isoformat"):
         return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)  # e.g. a filter Condition in an audit entry
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 

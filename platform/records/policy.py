@@ -4,8 +4,9 @@ RecordService asks a Policy two things: may this principal perform this action
 on this entity at all (`authorize`), and which rows may it touch (`row_filter`,
 an SQL predicate placed inside every query so lists, counts and pages only
 ever see permitted rows). The role/team/sharing model that fills these in is
-its own piece of work; until it lands, `OpenPolicy` permits everything, and
-every call site already passes through these two functions.
+xrm.security.RolePolicy (roles, teams, shares; docs/security.md); `OpenPolicy`
+permits everything (tests, single-user setups), and every call site passes
+through these two functions.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Literal, Protocol
 
 from .principal import Principal
 
-__all__ = ["Action", "OpenPolicy", "Policy"]
+__all__ = ["Action", "ExportPolicy", "OpenPolicy", "Policy"]
 
 Action = Literal["create", "read", "update", "delete", "export", "assign", "share"]
 
@@ -35,3 +36,27 @@ class OpenPolicy:
 
     def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
         return "TRUE"
+
+
+class ExportPolicy:
+    """Wraps a policy so that reads are also held to the export scope (the exporter reads with it).
+
+    An export lists the records the user may both read and export.
+    """
+
+    def __init__(self, policy: Policy | None) -> None:
+        self.policy: Policy = policy or OpenPolicy()
+
+    def authorize(self, principal: Principal, entity: str, action: Action) -> None:
+        self.policy.authorize(principal, entity, action)
+
+    def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
+        predicate = self.policy.row_filter(principal, entity, action, params)
+        if action != "read":
+            return predicate
+        export = self.policy.row_filter(principal, entity, "export", params)
+        if export == "TRUE":
+            return predicate
+        if predicate == "TRUE":
+            return export
+        return f"({predicate}) AND ({export})"

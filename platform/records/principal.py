@@ -14,6 +14,11 @@ class Principal:
     name: str
     roles: frozenset[str] = field(default_factory=frozenset)
     teams: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    """Teams the user is a direct member of."""
+    team_owners: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    """Owner ids of scope "team": the user's teams and their members (xrm.security resolves them)."""
+    tree_owners: frozenset[uuid.UUID] = field(default_factory=frozenset)
+    """Owner ids of scope "team_tree": the user's teams, every team below them, and their members."""
 
     @property
     def is_system(self) -> bool:

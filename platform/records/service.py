@@ -17,11 +17,12 @@ from typing import Any
 import asyncpg
 
 from ..db.database import Database, json_dumps
-from ..errors import NotFound, Problem, ValidationFailed, VersionConflict, pointer
+from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, VersionConflict, pointer
 from ..identifiers import quote_ident, short_name
 from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
 from ..schema.ddl import object_name, unique_index_name
 from . import query
+from ..audit import AuditEntry, AuditLog, field_changes
 from .policy import OpenPolicy, Policy
 from .principal import Principal
 from .query import Condition
@@ -292,8 +293,13 @@ class RecordService:
                     rows = await tx.connection.fetch(sql, chunk, self.principal.id, self.name)
                 except asyncpg.PostgresError as error:
                     raise self._database_problem(error, chunk, start if batch else None) from None
-                for r in rows:
-                    by_id[r["id"]] = self.entity.record_from_row(r)
+                created = [self.entity.record_from_row(r) for r in rows]
+                await AuditLog.write_many(
+                    tx.connection, self.principal, "record.created", entity=self.name,
+                    records=[(record["id"], field_changes(None, record, self._audited)) for record in created],
+                )
+                for record in created:
+                    by_id[record["id"]] = record
         return [by_id[uuid.UUID(row["id"])] for row in prepared]
 
     def _prepare_new(self, data: Any) -> tuple[dict[str, Any], list[Problem]]:
@@ -376,6 +382,10 @@ class RecordService:
                 if current[name] != record[name]
             }
             await self._event(tx.connection, "record.updated", record, {"changes": diff})
+            await AuditLog.write(
+                tx.connection, self.principal, "record.updated", entity=self.name, record_id=record["id"],
+                changes=field_changes(current, record, self._audited),
+            )
         return record
 
     async def delete(self, record_id: Any, *, expected_version: int | None = None) -> dict[str, Any]:
@@ -392,6 +402,7 @@ class RecordService:
             )
             record = self.entity.record_from_row(row)
             await self._event(tx.connection, "record.deleted", record, {})
+            await AuditLog.write(tx.connection, self.principal, "record.deleted", entity=self.name, record_id=record["id"])
         return record
 
     async def restore(self, record_id: Any) -> dict[str, Any]:
@@ -409,9 +420,27 @@ class RecordService:
                 raise self._database_problem(error, [], None) from None
             record = self.entity.record_from_row(row)
             await self._event(tx.connection, "record.restored", record, {})
+            await AuditLog.write(tx.connection, self.principal, "record.restored", entity=self.name, record_id=record["id"])
         return record
 
+    async def history(self, record_id: Any) -> list[AuditEntry]:
+        """The record's audit trail, oldest first, for a user who may read the record (deleted or not)."""
+        self.policy.authorize(self.principal, self.name, "read")
+        key = _as_uuid(record_id)
+        params: list[Any] = [key]
+        predicate = self.policy.row_filter(self.principal, self.name, "read", params)
+        async with self.db.connection() as connection:
+            visible = await connection.fetchval(f"SELECT 1 FROM {self.entity.table} WHERE id = $1 AND ({predicate})", *params)
+        if visible is None:
+            raise NotFound(f"No {self.name} record with id {record_id}")
+        return await AuditLog(self.db).history(key)
+
     # -- helpers -------------------------------------------------------------
+    @property
+    def _audited(self) -> list[str]:
+        """Fields whose old and new values the audit trail keeps (x-xrm "audit": false opts out)."""
+        return [name for name, f in self.entity.fields.items() if f.xrm.get("audit", True)]
+
     def _select_columns(self) -> list[str]:
         return list(SYSTEM_FIELDS) + [col for _, _, cols in self.entity.column_fields for _, col in cols]
 
@@ -429,6 +458,14 @@ class RecordService:
         )
         if row is None:
             what = "deleted " if deleted else ""
+            if action != "read":
+                # Visible but not writable for this principal: 403; invisible stays 404 (no leak).
+                read_params: list[Any] = [key]
+                readable = self.policy.row_filter(self.principal, self.name, "read", read_params)
+                if await connection.fetchval(
+                    f"SELECT 1 FROM {self.entity.table} WHERE id = $1 AND deleted_at {state} AND ({readable})", *read_params
+                ):
+                    raise PermissionDenied(f"You may not {action} this {self.name} record")
             raise NotFound(f"No {what}{self.name} record with id {record_id}")
         return self.entity.record_from_row(row)
 

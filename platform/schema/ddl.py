@@ -26,6 +26,7 @@ __all__ = [
     "field_constraint_statements",
     "foreign_key_statements",
     "index_statements",
+    "owner_index_statement",
     "qualified",
     "search_vector_column",
 ]
@@ -80,8 +81,18 @@ def create_table_statements(entity: EntityDefinition) -> list[str]:
     statements.append(
         f"CREATE INDEX {quote_ident(object_name(entity.name, 'created'))} ON {table} (created_at, id)"
     )
+    # Scopes own/team/team_tree filter on owner_id (xrm.security.policy).
+    statements.append(owner_index_statement(entity.name))
     statements.extend(index_statements(entity))
     return statements
+
+
+def owner_index_statement(entity_name: str) -> str:
+    """The index the permission predicate's `owner_id = ANY(...)` uses."""
+    return (
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(object_name(entity_name, 'owner'))} "
+        f"ON {qualified(entity_name)} (owner_id)"
+    )
 
 
 def field_constraint_statements(entity_name: str, field: FieldDefinition, *, new_column: bool = False) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from ..audit import AuditLog
 from ..db.database import Database
 from ..errors import DefinitionInvalid, NotFound, Problem, Refusal, SchemaChangeRefused, XrmError, pointer
 from ..records.principal import SYSTEM_PRINCIPAL, Principal
@@ -390,6 +391,11 @@ class SchemaService:
             await connection.execute(
                 "INSERT INTO xrm_sys.outbox (topic, principal_id, payload) VALUES ('schema.changed', $1, $2)",
                 principal.id, {"changeset_id": changeset_id, "kind": kind, "entities": sorted(proposal.desired) + proposal.removed},
+            )
+            await AuditLog.write(
+                connection, principal, "schema.changed",
+                details={"changeset_id": changeset_id, "kind": kind, "entities": sorted(proposal.desired) + proposal.removed,
+                         "steps": [c.step.as_dict() for c in changes]},
             )
             await connection.execute(f"NOTIFY {SCHEMA_CHANNEL}, '{int(changeset_id)}'")
             plan.changeset_id = changeset_id

@@ -19,9 +19,10 @@ from typing import IO, Any, Literal
 
 import msgspec
 
+from ..audit import AuditLog
 from ..db.database import Database
 from ..errors import XrmError
-from ..records.policy import Policy
+from ..records.policy import ExportPolicy, Policy
 from ..records.principal import SYSTEM_PRINCIPAL, Principal
 from ..records.service import RecordService
 from ..registry import Registry
@@ -87,8 +88,14 @@ async def _chunks(
         raise XrmError(f"unknown export format {format!r} (use csv or jsonl)")
     if references not in ("id", "display"):
         raise XrmError(f"references must be 'id' or 'display', not {references!r}")
-    service = RecordService(db, registry, entity, principal, policy)
+    # Reads held to the export scope too: the user exports what they may read and export.
+    service = RecordService(db, registry, entity, principal, ExportPolicy(policy))
     service.policy.authorize(service.principal, service.name, "export")
+    # Who took which data out, with which filters (personal data leaving the system).
+    await AuditLog(db).write_now(
+        service.principal, "export", entity=entity,
+        details={"format": format, "where": where, "search": search, "order_by": order_by, "references": references},
+    )
     fields = service.entity.fields
     displays = _Displays(db, registry, principal, policy, fields) if references == "display" else None
     arguments: dict[str, Any] = {"limit": max(1, min(page_size, 1000))}

@@ -24,7 +24,7 @@ from typing import IO, Any
 import asyncpg
 
 from ..db.database import Database
-from ..errors import NotFound, Problem, ValidationFailed, XrmError
+from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, XrmError
 from ..records.policy import Policy
 from ..records.principal import SYSTEM_PRINCIPAL, Principal
 from ..records.service import RecordService
@@ -618,7 +618,7 @@ class Importer:
                 record = await self.service.update(row.existing, row.values)
         except ValidationFailed as error:
             self._fail_with(row, error.problems)
-        except NotFound as error:
+        except (NotFound, PermissionDenied) as error:  # a record the user may see but not update: that row fails
             row.error(None, None, error.message)
             self._fail(row)
         except asyncpg.PostgresError as error:
