@@ -337,6 +337,8 @@ def _print_role(role: dict[str, Any]) -> None:
     click.echo(f"{role['name']}{flag}: {role['description']}")
     for g in role["grants"]:
         click.echo(f"  {g['entity']:<20} {g['action']:<8} {g['scope']}")
+    for g in role.get("field_grants", []):
+        click.echo(f"  field {g['entity']}.{g['field']:<14} {g['access']}")
     if role["users"]:
         click.echo(f"  users: {', '.join(role['users'])}")
 
@@ -401,6 +403,29 @@ async def role_revoke(role_name: str, entity: str, action: str) -> None:
     """Remove ROLE's grant of ACTION on ENTITY."""
     async with open_platform() as platform:
         _print_role(await platform.security().revoke(role_name, entity, action))
+
+
+@role.command("grant-field")
+@click.argument("role_name", metavar="ROLE")
+@click.argument("entity")
+@click.argument("field_name", metavar="FIELD")
+@click.argument("access", type=click.Choice(["read", "update"]))
+@run
+async def role_grant_field(role_name: str, entity: str, field_name: str, access: str) -> None:
+    """Let ROLE read (or read and update) the sensitive FIELD of ENTITY."""
+    async with open_platform() as platform:
+        _print_role(await platform.security().grant_field(role_name, entity, field_name, access))
+
+
+@role.command("revoke-field")
+@click.argument("role_name", metavar="ROLE")
+@click.argument("entity")
+@click.argument("field_name", metavar="FIELD")
+@run
+async def role_revoke_field(role_name: str, entity: str, field_name: str) -> None:
+    """Remove ROLE's grant for the sensitive FIELD of ENTITY."""
+    async with open_platform() as platform:
+        _print_role(await platform.security().revoke_field(role_name, entity, field_name))
 
 
 @user.command("grant-role")

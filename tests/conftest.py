@@ -14,6 +14,7 @@ import itertools
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 from pathlib import Path
 
 import asyncpg
@@ -168,3 +169,69 @@ def create_token(database_uri: str, user: str, roles: list[str]) -> str:
             await database.close()
 
     return asyncio.run(make())
+
+
+# -- the REST API in-process (Litestar's TestClient, lifespan included) ----------
+@pytest.fixture
+def api(database_uri: str, tmp_path: Path) -> Iterator[Any]:
+    """The app on a fresh database with the shipped entity_schemas/ applied."""
+    from litestar.testing import TestClient
+
+    from xrm.app import create_app
+    from xrm.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
+    with TestClient(app=create_app(settings)) as client:
+        yield client
+
+
+def api_token(client: Any, name: str, roles: list[str]) -> str:
+    """A new user with these roles and an API token for it, on the client's running app."""
+    from xrm.auth import UserService
+
+    users = UserService(client.app.state.platform.db)
+
+    async def make() -> str:
+        await users.create_user(name, "a-long-password", roles)
+        token, _ = await users.create_token(name)
+        return token
+
+    return client.blocking_portal.call(make)  # type: ignore[no-any-return]
+
+
+def bearer(client: Any, name: str, roles: list[str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_token(client, name, roles)}"}
+
+
+def ok(response: Any, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    """The RFC 9457 body of an error response, after checking its status and shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def xrm_cli(database_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """`xrm_cli("role", "list", code=0)`: run the CLI on the test database; returns its output."""
+    from click.testing import CliRunner
+
+    from xrm.cli import main
+
+    monkeypatch.setenv("XRM_DATABASE_URL", database_uri)
+    monkeypatch.setenv("XRM_SCHEMA_DIR", str(ROOT / "entity_schemas"))
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> str:
+        result = runner.invoke(main, list(args))
+        assert result.exit_code == code, result.output
+        return result.output
+
+    return run

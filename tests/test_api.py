@@ -3,50 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
-from xrm.app import create_app
-from xrm.settings import Settings
+from conftest import api_token as _token, problem as _problem
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def api(database_uri: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
-    with TestClient(app=create_app(settings)) as client:
-        yield client
-
-
-def _token(client: TestClient, name: str, roles: list[str]) -> str:
-    from xrm.auth import UserService
-
-    platform = client.app.state.platform
-
-    async def make() -> str:
-        await UserService(platform.db).create_user(name, "a-long-password", roles)
-        token, _ = await UserService(platform.db).create_token(name)
-        return token
-
-    return client.blocking_portal.call(make)  # type: ignore[no-any-return]
-
-
-@pytest.fixture
 def admin(api: TestClient) -> dict[str, str]:
     return {"Authorization": f"Bearer {_token(api, 'admin', ['admin'])}"}
-
-
-def _problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 def test_requests_without_a_valid_token_get_401(api: TestClient, admin: dict[str, str]) -> None:

@@ -5,24 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
-from xrm.app import create_app
-from xrm.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def api(database_uri: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
-    with TestClient(app=create_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture

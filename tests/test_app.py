@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from litestar.testing import TestClient
 
 from xrm.app import create_app

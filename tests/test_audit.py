@@ -8,7 +8,6 @@ import decimal
 import io
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 from litestar.testing import TestClient
 
-from xrm.app import create_app
 from xrm.audit import AuditLog
 from xrm.auth import UserService
 from xrm.cli import main
@@ -26,7 +24,6 @@ from xrm.errors import ValidationFailed, VersionConflict
 from xrm.records.principal import Principal
 from xrm.records.service import RecordService
 from xrm.registry import Registry
-from xrm.settings import Settings
 from xrm.transfer import export_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,13 +128,6 @@ async def test_search_filters_and_pages(suppliers: RecordService, db: Database) 
     assert await log.search(entity="supplier", since=dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)) == []
     with pytest.raises(ValidationFailed):
         await log.search(user="a\x00b")
-
-
-@pytest.fixture
-def api(database_uri: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
-    with TestClient(app=create_app(settings)) as client:
-        yield client
 
 
 def test_history_and_search_over_the_api(api: TestClient, database_uri: str) -> None:

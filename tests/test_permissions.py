@@ -481,22 +481,8 @@ def test_listed_rows_equal_the_model_of_the_rules(database_uri: str) -> None:
 
 
 # -- the command line ---------------------------------------------------------
-def test_cli_roles_teams_shares_and_explain(database_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
-    from pathlib import Path
-
-    from click.testing import CliRunner
-
-    from xrm.cli import main
-
-    monkeypatch.setenv("XRM_DATABASE_URL", database_uri)
-    monkeypatch.setenv("XRM_SCHEMA_DIR", str(Path(__file__).resolve().parent.parent / "entity_schemas"))
-    monkeypatch.chdir(tmp_path)
-    cli = CliRunner()
-
-    def run(*args: str, code: int = 0) -> str:
-        result = cli.invoke(main, list(args))
-        assert result.exit_code == code, result.output
-        return result.output
+def test_cli_roles_teams_shares_and_explain(xrm_cli: Any) -> None:
+    run = xrm_cli
 
     assert "deals assigned to team Sales" in run("demo")
     assert "anna.vertrieb" in run("team", "list") and "Sales (in Company)" in run("team", "list")

@@ -3,48 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from litestar.testing import TestClient
 
-from xrm.app import create_app
-from xrm.settings import Settings
+from conftest import bearer as _headers, ok as _ok, problem as _problem
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def api(database_uri: str, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
-    with TestClient(app=create_app(settings)) as client:
-        yield client
-
-
-def _headers(client: TestClient, name: str, roles: list[str]) -> dict[str, str]:
-    from xrm.auth import UserService
-
-    platform = client.app.state.platform
-
-    async def make() -> str:
-        await UserService(platform.db).create_user(name, "a-long-password", roles)
-        token, _ = await UserService(platform.db).create_token(name)
-        return token
-
-    return {"Authorization": f"Bearer {client.blocking_portal.call(make)}"}
-
-
-def _ok(response: Any, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def _problem(response: Any, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    return response.json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -81,7 +47,7 @@ def test_roles_and_grants_through_the_api(api: TestClient, people: dict[str, dic
     assert {"entity": "deal", "action": "read", "scope": "team_tree"} in roles["sales"]["grants"]
     assert set(roles["sales"]["users"]) == {"anna", "carl"}
     role = _ok(api.post("/api/v1/admin/roles", headers=admin, json={"name": "auditor", "description": "reads everything"}), 201)
-    assert role == {"name": "auditor", "description": "reads everything", "built_in": False, "grants": [], "users": []}
+    assert role == {"name": "auditor", "description": "reads everything", "built_in": False, "grants": [], "field_grants": [], "users": []}
     _problem(api.post("/api/v1/admin/roles", headers=admin, json={"name": "auditor"}), 422)
     _problem(api.post("/api/v1/admin/roles", headers=admin, json={"name": "Bad Name"}), 422)
     role = _ok(api.post("/api/v1/admin/roles/auditor/grants", headers=admin, json={"entity": "*", "action": "read", "scope": "all"}))
@@ -155,13 +121,13 @@ def test_scopes_403_and_404_shares_and_assign(api: TestClient, people: dict[str,
     explanation = _ok(api.get(url.replace("action=read", "action=delete"), headers=admin))
     assert not explanation["allowed"] and explanation["reasons"] == []
     _problem(api.get(url.replace("action=read", "action=fly"), headers=admin), 422)
-    _problem(api.get(f"/api/v1/admin/explain?user=carl&entity=deal&id=nope", headers=admin), 404)
+    _problem(api.get("/api/v1/admin/explain?user=carl&entity=deal&id=nope", headers=admin), 404)
     # assign to the team: carl (assign: team) can; ben cannot see it
     assigned = _ok(api.post(f"/api/v1/deal/{deal['id']}/assign", headers=carl, json={"team": "Sales"}))
     assert assigned["version"] == 2
     assert _ok(api.get(f"/api/v1/deal/{deal['id']}", headers=carl))["owner_id"] == assigned["owner_id"]
     _problem(api.post(f"/api/v1/deal/{deal['id']}/assign", headers=ben, json={"user": "ben"}), 404)
-    assert _ok(api.get(f"/api/v1/admin/shares?entity=deal&include_revoked=true", headers=admin))["shares"][0]["revoked_at"]
+    assert _ok(api.get("/api/v1/admin/shares?entity=deal&include_revoked=true", headers=admin))["shares"][0]["revoked_at"]
 
 
 def test_export_over_http_follows_the_export_scope(api: TestClient, people: dict[str, dict[str, str]]) -> None:

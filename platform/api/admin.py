@@ -20,7 +20,7 @@ from litestar.params import FromPath
 
 from ..errors import Problem, ValidationFailed
 from ..security.model import SecurityService
-from ..security.policy import ACTIONS, SCOPES
+from ..security.policy import ACTIONS, FIELD_ACCESS, SCOPES
 from .common import platform_of, principal_of, read_json
 from .problems import BadRequest, PermissionDenied, json_response
 
@@ -41,6 +41,10 @@ _BODIES: dict[str, dict[str, Any]] = {
         "entity": {"type": "string", "pattern": "^([a-z][a-z0-9_]{0,62}|\\*)$", "description": "An entity name, or * for every entity"},
         "action": {"type": "string", "enum": list(ACTIONS)},
         "scope": {"type": "string", "enum": list(SCOPES)}}},
+    "FieldGrantInput": {"type": "object", "required": ["entity", "field", "access"], "additionalProperties": False, "properties": {
+        "entity": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "An entity name"},
+        "field": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$", "description": "A (sensitive) field of the entity"},
+        "access": {"type": "string", "enum": list(FIELD_ACCESS), "description": "read, or update (which implies read)"}}},
     "TeamInput": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,62}$"},
         "parent": {"anyOf": [_NAME, {"type": "null"}], "description": "The parent team (business unit)"}}},
@@ -57,10 +61,13 @@ def admin_schemas() -> dict[str, Any]:
     nullable_text = {"type": ["string", "null"]}
     return {
         **_BODIES,
-        "Role": {"type": "object", "required": ["name", "description", "built_in", "grants", "users"], "properties": {
+        "Role": {"type": "object", "required": ["name", "description", "built_in", "grants", "field_grants", "users"], "properties": {
             "name": {"type": "string"}, "description": {"type": "string"}, "built_in": {"type": "boolean"},
             "grants": {"type": "array", "items": {"type": "object", "required": ["entity", "action", "scope"], "properties": {
                 "entity": {"type": "string"}, "action": {"type": "string", "enum": list(ACTIONS)}, "scope": {"type": "string", "enum": list(SCOPES)}}}},
+            "field_grants": {"type": "array", "description": "Sensitive fields the role may read or update", "items": {
+                "type": "object", "required": ["entity", "field", "access"], "properties": {
+                    "entity": {"type": "string"}, "field": {"type": "string"}, "access": {"type": "string", "enum": list(FIELD_ACCESS)}}}},
             "users": {"type": "array", "items": {"type": "string"}}}},
         "Team": {"type": "object", "required": ["id", "name", "parent", "members"], "properties": {
             "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"}, "parent": nullable_text,
@@ -149,6 +156,19 @@ async def grant(request: Request[Any, Any, Any], role: FromPath[str]) -> Respons
 async def revoke(request: Request[Any, Any, Any], role: FromPath[str]) -> Response[bytes]:
     security = await _admin(request)
     return json_response(await security.revoke(role, _query(request, "entity"), _query(request, "action")))
+
+
+@post("/api/v1/admin/roles/{role:str}/field-grants", status_code=200)
+async def grant_field(request: Request[Any, Any, Any], role: FromPath[str]) -> Response[bytes]:
+    security = await _admin(request)
+    body = await _body(request, "FieldGrantInput")
+    return json_response(await security.grant_field(role, body["entity"], body["field"], body["access"]))
+
+
+@delete("/api/v1/admin/roles/{role:str}/field-grants", status_code=200)
+async def revoke_field(request: Request[Any, Any, Any], role: FromPath[str]) -> Response[bytes]:
+    security = await _admin(request)
+    return json_response(await security.revoke_field(role, _query(request, "entity"), _query(request, "field")))
 
 
 @put("/api/v1/admin/users/{user:str}/roles/{role:str}", status_code=200)
@@ -256,7 +276,7 @@ async def assign_record(request: Request[Any, Any, Any], entity: FromPath[str], 
 
 
 admin_handlers = [
-    list_roles, create_role, get_role, delete_role, grant, revoke, grant_role, revoke_role,
+    list_roles, create_role, get_role, delete_role, grant, revoke, grant_field, revoke_field, grant_role, revoke_role,
     list_teams, create_team, get_team, move_team, delete_team, add_member, remove_member,
     list_shares, explain, record_shares, share_record, unshare_record, assign_record,
 ]
@@ -317,6 +337,14 @@ def admin_paths() -> dict[str, Any]:
             "delete": op("revoke", "Remove the role's grant for an action on an entity", _ok("The role", _ref("Role")), parameters=[
                 {"name": "entity", "in": "query", "required": True, "schema": text},
                 {"name": "action", "in": "query", "required": True, "schema": {"type": "string", "enum": list(ACTIONS)}}]),
+        },
+        "/api/v1/admin/roles/{role}/field-grants": {
+            "parameters": [_path("role")],
+            "post": op("grant_field", "Let the role read, or read and update, a sensitive field", _ok("The role", _ref("Role")), body,
+                       requestBody=request_body("FieldGrantInput")),
+            "delete": op("revoke_field", "Remove the role's grant for a sensitive field", _ok("The role", _ref("Role")), parameters=[
+                {"name": "entity", "in": "query", "required": True, "schema": text},
+                {"name": "field", "in": "query", "required": True, "schema": text}]),
         },
         "/api/v1/admin/users/{user}/roles/{role}": {
             "parameters": [_path("user"), _path("role")],

@@ -52,7 +52,7 @@ def list_arguments(service: RecordService, params: Any, ignore: tuple[str, ...] 
     """Filters, q, sort and include_deleted of a list query string (shared by list and export)."""
     filters = {key: params.getall(key) for key in params.keys() if key not in LIST_PARAMETERS and key not in ignore}
     return {
-        "where": parse_filter_params(service.entity, filters),
+        "where": parse_filter_params(service.entity, filters, service.hidden_fields),
         "search": params.get("q") or None,
         "order_by": _split(params.get("sort")),
         "include_deleted": _flag("include_deleted", params.get("include_deleted")),
@@ -158,7 +158,9 @@ async def replace_record(request: Request[Any, Any, Any], entity: FromPath[str],
     """Replace every field: a field missing from the body is cleared."""
     service = await record_service(request, entity)
     body = _record_body(await read_json(request))
-    changes = {name: None for name in service.entity.fields}
+    # Sensitive fields the caller may not change are not cleared (they keep their value).
+    read_only = service.hidden_fields | service.read_only_fields
+    changes = {name: None for name in service.entity.fields if name not in read_only}
     changes.update(body)
     record = await service.update(record_id, changes, expected_version=expected_version(request))
     return json_response(record, headers=etag(record))

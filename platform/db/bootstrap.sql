@@ -205,3 +205,14 @@ SELECT created.name, g.entity, g.action, g.scope FROM created, (VALUES
 ) AS g (entity, action, scope)
 ON CONFLICT DO NOTHING;
 -- ===== end of the security model block =====
+-- ===== Field-level security: field grants (xrm.security; docs/security.md) =====
+-- A field marked "x-xrm": {"sensitive": true} is read only by roles granted it
+-- here ('update' implies 'read'), by the admin role and by the system principal.
+CREATE TABLE IF NOT EXISTS xrm_sys.role_field_grant (
+    role   text NOT NULL REFERENCES xrm_sys.role (name) ON DELETE CASCADE,
+    entity text NOT NULL CHECK (entity ~ '^[a-z][a-z0-9_]{0,62}$'),
+    field  text NOT NULL CHECK (field ~ '^[a-z][a-z0-9_]{0,62}$'),
+    access text NOT NULL CHECK (access IN ('read', 'update')),
+    PRIMARY KEY (role, entity, field)
+);
+-- ===== end of the field-level security block =====

@@ -11,11 +11,12 @@ through these two functions.
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol
 
 from .principal import Principal
 
-__all__ = ["Action", "ExportPolicy", "OpenPolicy", "Policy"]
+__all__ = ["Action", "ExportPolicy", "OpenPolicy", "Policy", "field_access"]
 
 Action = Literal["create", "read", "update", "delete", "export", "assign", "share"]
 
@@ -27,6 +28,27 @@ class Policy(Protocol):
     def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
         """An SQL predicate over the entity table; may append bind parameters to `params`."""
 
+    # Optional (field-level security, docs/security.md): a policy without these
+    # methods lets everyone read and update every field (see `field_access`).
+    #
+    #   readable_fields(principal, entity, sensitive) -> the sensitive fields the principal may read
+    #   writable_fields(principal, entity, sensitive) -> the sensitive fields the principal may update
+
+
+def field_access(policy: Any, principal: Principal, entity: str, sensitive: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(readable, writable) among the entity's `sensitive` fields; a policy without field rules allows all.
+
+    The one place RecordService asks; update implies read, so writable <= readable.
+    """
+    names = frozenset(sensitive)
+    if not names:
+        return names, names
+    readable = getattr(policy, "readable_fields", None)
+    writable = getattr(policy, "writable_fields", None)
+    can_read = names if readable is None else frozenset(readable(principal, entity, names)) & names
+    can_write = names if writable is None else frozenset(writable(principal, entity, names)) & can_read
+    return can_read, can_write
+
 
 class OpenPolicy:
     """Everything is permitted (single-user and pre-permission-model setups)."""
@@ -36,6 +58,12 @@ class OpenPolicy:
 
     def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
         return "TRUE"
+
+    def readable_fields(self, principal: Principal, entity: str, sensitive: frozenset[str]) -> frozenset[str]:
+        return sensitive
+
+    def writable_fields(self, principal: Principal, entity: str, sensitive: frozenset[str]) -> frozenset[str]:
+        return sensitive
 
 
 class ExportPolicy:
@@ -49,6 +77,12 @@ class ExportPolicy:
 
     def authorize(self, principal: Principal, entity: str, action: Action) -> None:
         self.policy.authorize(principal, entity, action)
+
+    def readable_fields(self, principal: Principal, entity: str, sensitive: frozenset[str]) -> frozenset[str]:
+        return field_access(self.policy, principal, entity, sensitive)[0]
+
+    def writable_fields(self, principal: Principal, entity: str, sensitive: frozenset[str]) -> frozenset[str]:
+        return field_access(self.policy, principal, entity, sensitive)[1]
 
     def row_filter(self, principal: Principal, entity: str, action: Action, params: list[object]) -> str:
         predicate = self.policy.row_filter(principal, entity, action, params)

@@ -28,7 +28,7 @@ import decimal
 import json
 import re
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -465,7 +465,7 @@ def where_sql(entity: Any, where: Any, params: list[Any], problems: list[Problem
     return predicates
 
 
-def parse_filter_params(entity: Any, params: Mapping[str, str | list[str]]) -> list[Condition]:
+def parse_filter_params(entity: Any, params: Mapping[str, str | list[str]], hidden: Collection[str] = ()) -> list[Condition]:
     """Conditions from query-string filters: `field=value` (eq) or `field[op]=value`.
 
     `params` holds only filter keys (the caller takes its own keys, such as
@@ -475,7 +475,8 @@ def parse_filter_params(entity: Any, params: Mapping[str, str | list[str]]) -> l
     given several times gives one condition per value (all must hold), except
     "in", whose lists are joined. Values are checked and coerced as
     RecordService.list checks them, so problems point at the parameter:
-    pointer "/amount[gte]". A key that is no filter is a problem too.
+    pointer "/amount[gte]". A key that is no filter is a problem too, and so
+    is a filter on a `hidden` field (sensitive, not readable by the caller).
     """
     conditions: list[Condition] = []
     problems: list[Problem] = []
@@ -487,6 +488,9 @@ def parse_filter_params(entity: Any, params: Mapping[str, str | list[str]]) -> l
             problems.append(Problem(at, "is not a filter: write field=value or field[operator]=value"))
             continue
         name, op = match.group(1), match.group(2) if match.group(2) is not None else "eq"
+        if name.split(".")[0] in hidden:
+            problems.append(Problem(at, f"{name.split('.')[0]}: is a sensitive field you may not read, so it cannot be filtered on"))
+            continue
         try:
             target = _target(entity, name)
             check_operator(target, op)

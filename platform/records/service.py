@@ -8,6 +8,7 @@ with its outbox event in one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,7 +24,7 @@ from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
 from ..schema.ddl import object_name, unique_index_name
 from . import query
 from ..audit import AuditEntry, AuditLog, field_changes
-from .policy import OpenPolicy, Policy
+from .policy import OpenPolicy, Policy, field_access
 from .principal import Principal
 from .query import Condition
 
@@ -78,7 +79,7 @@ class RecordService:
             )
         if row is None:
             raise NotFound(f"No {self.name} record with id {record_id}")
-        return self.entity.record_from_row(row)
+        return self._shown(self.entity.record_from_row(row))
 
     async def list(
         self,
@@ -106,9 +107,23 @@ class RecordService:
         problems: list[Problem] = []
         params: list[Any] = []
         conditions = self._conditions(where, search, include_deleted, params, problems)
+        self._refuse_hidden_order(order_by, problems)
+        if problems:
+            raise ValidationFailed(self.name, problems)
         keys = query.parse_order(self.entity, order_by, problems)
         names = query.field_selection(self.entity, fields, SYSTEM_FIELDS, problems)
+        hidden = self.hidden_fields
+        if names is not None and hidden:
+            selected = [p.strip() for p in fields.split(",") if p.strip()] if isinstance(fields, str) else fields
+            for index, name in enumerate(selected):
+                if isinstance(name, str) and name in hidden:
+                    problems.append(Problem(pointer("fields", index), _HIDDEN.format(name=name, what="selected")))
         expanded = query.expand_selection(self.entity, expand, problems)
+        if hidden and expanded:
+            wanted = [p.strip() for p in expand.split(",") if p.strip()] if isinstance(expand, str) else expand
+            for index, name in enumerate(wanted):
+                if isinstance(name, str) and name in hidden:
+                    problems.append(Problem(pointer("expand", index), _HIDDEN.format(name=name, what="expanded")))
         cursor_values = query.decode_cursor(after, keys, problems) if after and not problems else None
         if problems:
             raise ValidationFailed(self.name, problems)
@@ -145,7 +160,7 @@ class RecordService:
                 rows, total = await fetch(connection)
 
         page_rows = rows[:limit]
-        records = [self._record(row, names) for row in page_rows]
+        records = [self._shown(self._record(row, names), hidden) for row in page_rows]
         next_cursor = None
         if len(rows) > limit:
             last = page_rows[-1]
@@ -181,6 +196,8 @@ class RecordService:
         conditions = [self.policy.row_filter(self.principal, self.name, "read", params)]
         if not include_deleted:
             conditions.append("deleted_at IS NULL")
+        if self._refuse_hidden_where(where, problems):
+            return conditions
         conditions.extend(query.where_sql(self.entity, where, params, problems))
         if search is not None and not isinstance(search, str):
             problems.append(Problem("/search", "must be text"))
@@ -190,6 +207,97 @@ class RecordService:
             params.append(search)
             conditions.append(f"search_vector @@ websearch_to_tsquery('simple', ${len(params)})")
         return conditions
+
+    # -- field-level security (docs/security.md) ------------------------------
+    @property
+    def sensitive_fields(self) -> frozenset[str]:
+        """Fields marked "x-xrm": {"sensitive": true}."""
+        return frozenset(name for name, f in self.entity.fields.items() if f.xrm.get("sensitive"))
+
+    def _field_access(self) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+        """(sensitive, readable, writable) for this principal: the policy decides."""
+        sensitive = self.sensitive_fields
+        readable, writable = field_access(self.policy, self.principal, self.name, sensitive)
+        return sensitive, readable, writable
+
+    @property
+    def hidden_fields(self) -> frozenset[str]:
+        """Sensitive fields this principal may not read: absent from every result, refused in queries and writes."""
+        sensitive, readable, _ = self._field_access()
+        return sensitive - readable
+
+    @property
+    def read_only_fields(self) -> frozenset[str]:
+        """Sensitive fields this principal may read but not change."""
+        _, readable, writable = self._field_access()
+        return readable - writable
+
+    @property
+    def visible_fields(self) -> dict[str, Any]:
+        """The entity's fields (name -> FieldDefinition) this principal may read, in definition order."""
+        hidden = self.hidden_fields
+        return {name: f for name, f in self.entity.fields.items() if name not in hidden}
+
+    def _shown(self, record: dict[str, Any], hidden: frozenset[str] | None = None) -> dict[str, Any]:
+        """The record without the fields the principal may not read (the keys are absent, not blanked)."""
+        for name in self.hidden_fields if hidden is None else hidden:
+            record.pop(name, None)
+        return record
+
+    def _refuse_hidden_where(self, where: Any, problems: list[Problem]) -> bool:
+        """Problems for conditions on hidden fields (a filter would leak their values); True if any."""
+        hidden = self.hidden_fields
+        if not hidden or where is None:
+            return False
+        if isinstance(where, Mapping):
+            items = [(pointer("where", name), name) for name in where]
+        elif isinstance(where, (list, tuple)):
+            items = []
+            for index, item in enumerate(where):
+                if isinstance(item, Condition):
+                    name = item.field
+                elif isinstance(item, Mapping):
+                    name = item.get("field")
+                elif isinstance(item, (list, tuple)) and item:
+                    name = item[0]
+                else:
+                    name = None
+                items.append((pointer("where", index), name))
+        else:
+            return False
+        found = False
+        for at, name in items:
+            if isinstance(name, str) and name.split(".")[0] in hidden:
+                problems.append(Problem(at, _HIDDEN.format(name=name.split(".")[0], what="filtered on")))
+                found = True
+        return found
+
+    def _refuse_hidden_order(self, order_by: Any, problems: list[Problem]) -> None:
+        hidden = self.hidden_fields
+        if not hidden or order_by is None:
+            return
+        specs = [p.strip() for p in order_by.split(",") if p.strip()] if isinstance(order_by, str) else order_by
+        if not isinstance(specs, (list, tuple)):
+            return
+        for index, spec in enumerate(specs):
+            if isinstance(spec, str):
+                name = (spec[1:] if spec[:1] in "-+" else spec).split(".")[0]
+                if name in hidden:
+                    problems.append(Problem(pointer("order_by", index), _HIDDEN.format(name=name, what="sorted by")))
+
+    def _write_problems(self, keys: Any, *, creating: bool, values: Mapping[str, Any]) -> list[Problem]:
+        """Sensitive fields in a write the principal may not change (the caller decides about read-only ones)."""
+        sensitive, readable, writable = self._field_access()
+        problems = []
+        for name in keys:
+            if name in sensitive and name not in writable:
+                if creating and values.get(name) is None:
+                    continue  # not given a value: nothing is written
+                if name not in readable:
+                    problems.append(Problem(pointer(name), _HIDDEN.format(name=name, what="written")))
+                elif creating:
+                    problems.append(Problem(pointer(name), _READ_ONLY.format(name=name)))
+        return problems
 
     def _page_columns(self, names: list[str] | None, keys: list[query.SortKey], expanded: list[str]) -> str:
         if names is None:
@@ -241,7 +349,8 @@ class RecordService:
                 f"WHERE id = ANY($1::uuid[]) AND deleted_at IS NULL AND ({predicate})",
                 *params,
             )
-        return {row["id"]: self.entity.record_from_row(row) for row in rows}
+        hidden = self.hidden_fields
+        return {row["id"]: self._shown(self.entity.record_from_row(row), hidden) for row in rows}
 
     # -- writes --------------------------------------------------------------
     async def create(self, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -300,7 +409,8 @@ class RecordService:
                 )
                 for record in created:
                     by_id[record["id"]] = record
-        return [by_id[uuid.UUID(row["id"])] for row in prepared]
+        hidden = self.hidden_fields
+        return [self._shown(by_id[uuid.UUID(row["id"])], hidden) for row in prepared]
 
     def _prepare_new(self, data: Any) -> tuple[dict[str, Any], list[Problem]]:
         """Validate a new record; return its column values (JSON-ready) or problems."""
@@ -319,6 +429,7 @@ class RecordService:
             if key in SYSTEM_FIELDS and key != "id":
                 problems.append(Problem(pointer(key), "is set by the system and cannot be written"))
         values = {k: v for k, v in data.items() if k not in SYSTEM_FIELDS}
+        problems.extend(self._write_problems(values, creating=True, values=values))
         for name, f in self.entity.fields.items():
             if values.get(name) is None and f.has_default:
                 values[name] = f.default
@@ -351,8 +462,10 @@ class RecordService:
             for k in changes
             if k not in self.entity.fields
         ]
+        problems = self._write_problems(changes, creating=False, values=changes)
         if problems:
             raise ValidationFailed(self.name, problems)
+        read_only = [name for name in changes if name in self.read_only_fields]
         async with self.db.transaction() as tx:
             current = await self._current_for_write(tx.connection, record_id, "update")
             _check_version(self.name, record_id, current, expected_version)
@@ -361,6 +474,15 @@ class RecordService:
             row, problems = self._columns(merged)
             if problems:
                 raise ValidationFailed(self.name, problems)
+            if read_only:
+                # Readable but not writable: sending the value unchanged (a form round trip) is fine.
+                before, _ = self._columns({name: current[name] for name in self.entity.fields})
+                problems = [
+                    Problem(pointer(name), _READ_ONLY.format(name=name)) for name in read_only
+                    if any(row[c.name] != before.get(c.name) for c in self.entity.fields[name].columns())
+                ]
+                if problems:
+                    raise ValidationFailed(self.name, problems)
             assignments = ", ".join(f"{quote_ident(column)} = r.{quote_ident(column)}" for column in row)
             record_type = ", ".join(
                 f"{quote_ident(col.name)} {col.sql_type}" for f in self.entity.fields.values() for col in f.columns()
@@ -386,7 +508,7 @@ class RecordService:
                 tx.connection, self.principal, "record.updated", entity=self.name, record_id=record["id"],
                 changes=field_changes(current, record, self._audited),
             )
-        return record
+        return self._shown(record)
 
     async def delete(self, record_id: Any, *, expected_version: int | None = None) -> dict[str, Any]:
         """Soft delete: the row stays (restorable) but leaves lists and lookups."""
@@ -403,7 +525,7 @@ class RecordService:
             record = self.entity.record_from_row(row)
             await self._event(tx.connection, "record.deleted", record, {})
             await AuditLog.write(tx.connection, self.principal, "record.deleted", entity=self.name, record_id=record["id"])
-        return record
+        return self._shown(record)
 
     async def restore(self, record_id: Any) -> dict[str, Any]:
         self.policy.authorize(self.principal, self.name, "delete")
@@ -421,7 +543,7 @@ class RecordService:
             record = self.entity.record_from_row(row)
             await self._event(tx.connection, "record.restored", record, {})
             await AuditLog.write(tx.connection, self.principal, "record.restored", entity=self.name, record_id=record["id"])
-        return record
+        return self._shown(record)
 
     async def history(self, record_id: Any) -> list[AuditEntry]:
         """The record's audit trail, oldest first, for a user who may read the record (deleted or not)."""
@@ -433,7 +555,16 @@ class RecordService:
             visible = await connection.fetchval(f"SELECT 1 FROM {self.entity.table} WHERE id = $1 AND ({predicate})", *params)
         if visible is None:
             raise NotFound(f"No {self.name} record with id {record_id}")
-        return await AuditLog(self.db).history(key)
+        entries = await AuditLog(self.db).history(key)
+        hidden = self.hidden_fields
+        if not hidden:
+            return entries
+        # The trail keeps old and new values of sensitive fields; a reader who may not read them does not see them.
+        return [
+            entry if not entry.changes or not hidden & entry.changes.keys()
+            else dataclasses.replace(entry, changes={k: v for k, v in entry.changes.items() if k not in hidden})
+            for entry in entries
+        ]
 
     # -- helpers -------------------------------------------------------------
     @property
@@ -513,6 +644,10 @@ class RecordService:
         else:
             raise error
         return ValidationFailed(self.name, [Problem(at, message)])
+
+
+_HIDDEN = "{name}: is a sensitive field you may not read, so it cannot be {what} (it needs a field grant, see docs/security.md)"
+_READ_ONLY = "{name}: is a sensitive field you may read but not change (it needs an update field grant, see docs/security.md)"
 
 
 def _check_version(entity: str, record_id: Any, current: Mapping[str, Any], expected: int | None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -381,6 +380,24 @@ def _check_entity_options(entity: EntityDefinition) -> list[Problem]:
             problems.append(Problem(pointer("x-xrm", "search_fields", index), f"{name!r} is not a field of this entity"))
         elif not f.type.text_like:
             problems.append(Problem(pointer("x-xrm", "search_fields", index), f"only text-like fields can be searched, {name!r} is {f.type.name}"))
+    for name, f in entity.fields.items():
+        if not f.xrm.get("sensitive"):
+            continue
+        # A sensitive value must never reach the full-text column (search would find records by it)
+        # nor the display text other entities show for a reference.
+        if name in xrm.get("search_fields", []):
+            problems.append(Problem(pointer("x-xrm", "search_fields", xrm["search_fields"].index(name)),
+                                    f"{name!r} is sensitive (x-xrm sensitive) and cannot be a search field"))
+        elif name in entity.search_fields:
+            problems.append(Problem(pointer("properties", name, "x-xrm", "sensitive"),
+                                    f"{name!r} is the display field and so searched by default; a sensitive field cannot be: "
+                                    "set x-xrm display_field and search_fields to other fields"))
+        if name == xrm.get("display_field"):
+            problems.append(Problem("/x-xrm/display_field", f"{name!r} is sensitive (x-xrm sensitive) and cannot be the display field"))
+        elif name == entity.display_field and "search_fields" in xrm:
+            problems.append(Problem(pointer("properties", name, "x-xrm", "sensitive"),
+                                    f"{name!r} is the display field by default (the first text field); a sensitive field cannot be: "
+                                    "set x-xrm display_field to another field"))
     for i, index in enumerate(xrm.get("indexes", [])):
         for j, name in enumerate(index["fields"]):
             f = entity.fields.get(name)

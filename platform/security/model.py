@@ -20,7 +20,7 @@ from ..db.database import Database
 from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, XrmError
 from ..records.principal import SYSTEM_PRINCIPAL, Principal
 from ..registry import Registry
-from .policy import ACTIONS, SCOPES, SECURITY_CHANNEL, RolePolicy, effective_grants
+from .policy import ACTIONS, FIELD_ACCESS, SCOPES, SECURITY_CHANNEL, RolePolicy, effective_grants
 
 __all__ = ["Explanation", "SecurityService", "resolve_principal"]
 
@@ -28,6 +28,7 @@ ROLE_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,62}$")
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 ENTITY_KEY = re.compile(r"^([a-z][a-z0-9_]{0,62}|\*)$")
+FIELD_KEY = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SHARE_ACTIONS = ("read", "update")
 """Actions a share can widen: a read share gives read, a write share read and update."""
 
@@ -73,6 +74,11 @@ def _uuid(value: Any, what: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise NotFound(f"No {what} with id {value!r}") from None
+
+
+def _text(value: Any) -> str:
+    """A value usable as a text parameter ("" for non-text and NUL-holding input: it matches nothing)."""
+    return value if isinstance(value, str) and "\x00" not in value else ""
 
 
 @dataclass
@@ -171,6 +177,7 @@ class SecurityService:
             roles = await connection.fetch("SELECT name, description, built_in FROM xrm_sys.role ORDER BY name")
             grants = await connection.fetch("SELECT role, entity, action, scope FROM xrm_sys.role_grant ORDER BY role, entity, action")
             holders = await connection.fetch("SELECT r AS role, name FROM xrm_sys.app_user, unnest(roles) AS r ORDER BY name")
+            field_grants = await connection.fetch("SELECT role, entity, field, access FROM xrm_sys.role_field_grant ORDER BY role, entity, field")
         order = {a: i for i, a in enumerate(ACTIONS)}
         result = []
         for role in roles:
@@ -178,6 +185,8 @@ class SecurityService:
             result.append({
                 "name": role["name"], "description": role["description"], "built_in": role["built_in"],
                 "grants": [{"entity": g["entity"], "action": g["action"], "scope": g["scope"]} for g in mine],
+                "field_grants": [{"entity": g["entity"], "field": g["field"], "access": g["access"]}
+                                 for g in field_grants if g["role"] == role["name"]],
                 "users": [h["name"] for h in holders if h["role"] == role["name"]],
             })
         return result
@@ -225,31 +234,67 @@ class SecurityService:
             problems.append(Problem("/scope", f"must be one of {', '.join(SCOPES)}"))
         if problems:
             raise ValidationFailed("grant", problems)
-        async with self.db.transaction() as tx:
-            row = await self._role(tx.connection, role)
-            if row["built_in"] and role == "admin":
-                raise PermissionDenied("The built-in admin role always grants everything; its grants cannot change")
-            await tx.connection.execute(
-                "INSERT INTO xrm_sys.role_grant (role, entity, action, scope) VALUES ($1, $2, $3, $4) "
-                "ON CONFLICT (role, entity, action) DO UPDATE SET scope = EXCLUDED.scope",
-                role, entity, action, scope,
-            )
-            await self._changed(tx.connection, "security.grant", {"role": role, "entity": entity, "action": action, "scope": scope})
-        await self._reload()
-        return await self.get_role(role)
+        return await self._change_grants(
+            role,
+            "INSERT INTO xrm_sys.role_grant (role, entity, action, scope) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (role, entity, action) DO UPDATE SET scope = EXCLUDED.scope",
+            (entity, action, scope),
+            "security.grant", {"entity": entity, "action": action, "scope": scope},
+        )
 
     async def revoke(self, role: Any, entity: Any, action: Any) -> dict[str, Any]:
+        return await self._change_grants(
+            role,
+            "DELETE FROM xrm_sys.role_grant WHERE role = $1 AND entity = $2 AND action = $3",
+            (_text(entity), action if action in ACTIONS else ""),
+            "security.revoke", {"entity": entity, "action": action},
+            missing=f"Role {role!r} has no grant for {action} on {entity}",
+        )
+
+    async def grant_field(self, role: Any, entity: Any, field_name: Any, access: Any) -> dict[str, Any]:
+        """Let the role read, or read and update, a sensitive field (replaces its previous field grant)."""
+        problems = []
+        if not isinstance(entity, str) or not FIELD_KEY.match(entity):
+            problems.append(Problem("/entity", "must be an entity name"))
+        elif self.registry is not None and entity not in self.registry:
+            problems.append(Problem("/entity", f"there is no entity {entity!r}"))
+        if not isinstance(field_name, str) or not FIELD_KEY.match(field_name):
+            problems.append(Problem("/field", "must be a field name"))
+        elif self.registry is not None and not problems and field_name not in self.registry.get(entity).fields:
+            problems.append(Problem("/field", f"{entity} has no field {field_name!r}"))
+        if access not in FIELD_ACCESS:
+            problems.append(Problem("/access", f"must be one of {', '.join(FIELD_ACCESS)}"))
+        if problems:
+            raise ValidationFailed("field grant", problems)
+        return await self._change_grants(
+            role,
+            "INSERT INTO xrm_sys.role_field_grant (role, entity, field, access) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (role, entity, field) DO UPDATE SET access = EXCLUDED.access",
+            (entity, field_name, access),
+            "security.field_grant", {"entity": entity, "field": field_name, "access": access},
+        )
+
+    async def revoke_field(self, role: Any, entity: Any, field_name: Any) -> dict[str, Any]:
+        return await self._change_grants(
+            role,
+            "DELETE FROM xrm_sys.role_field_grant WHERE role = $1 AND entity = $2 AND field = $3",
+            (_text(entity), _text(field_name)),
+            "security.field_revoke", {"entity": entity, "field": field_name},
+            missing=f"Role {role!r} has no grant for field {field_name} of {entity}",
+        )
+
+    async def _change_grants(
+        self, role: Any, sql: str, arguments: tuple[Any, ...], event: str, details: dict[str, Any], *, missing: str | None = None
+    ) -> dict[str, Any]:
+        """Run one grant statement for `role` (never the built-in admin), audit it, reload the grants."""
         async with self.db.transaction() as tx:
             row = await self._role(tx.connection, role)
             if row["built_in"] and role == "admin":
                 raise PermissionDenied("The built-in admin role always grants everything; its grants cannot change")
-            status = await tx.connection.execute(
-                "DELETE FROM xrm_sys.role_grant WHERE role = $1 AND entity = $2 AND action = $3",
-                role, entity if isinstance(entity, str) and "\x00" not in entity else "", action if action in ACTIONS else "",
-            )
-            if status.endswith(" 0"):
-                raise NotFound(f"Role {role!r} has no grant for {action} on {entity}")
-            await self._changed(tx.connection, "security.revoke", {"role": role, "entity": entity, "action": action})
+            status = await tx.connection.execute(sql, role, *arguments)
+            if missing is not None and status.endswith(" 0"):
+                raise NotFound(missing)
+            await self._changed(tx.connection, event, {"role": role, **details})
         await self._reload()
         return await self.get_role(role)
 

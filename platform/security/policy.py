@@ -21,6 +21,13 @@ and for read and update, OR the record is shared with me or one of my teams
 primary key): a bitmap OR of two index scans, so the database filters, pages,
 counts and aggregates only permitted rows, without scanning the table.
 
+Field-level security: a field marked `"x-xrm": {"sensitive": true}` is read
+only by roles with a field grant (xrm_sys.role_field_grant: role, entity,
+field, access 'read' or 'update'; update implies read), by the admin role and
+by the system principal. `readable_fields` / `writable_fields` answer which;
+RecordService drops the others from every result and refuses them in writes,
+filters, sorts and field selections.
+
 The grants live in memory (authorize is synchronous); `load` reads them, and
 every change made through SecurityService reloads this process's policy and
 sends NOTIFY xrm_security so other processes reload theirs.
@@ -34,8 +41,10 @@ from ..errors import PermissionDenied
 from ..records.policy import Action
 from ..records.principal import Principal
 
-__all__ = ["ACTIONS", "SCOPES", "SECURITY_CHANNEL", "RolePolicy", "effective_grants"]
+__all__ = ["ACTIONS", "FIELD_ACCESS", "SCOPES", "SECURITY_CHANNEL", "RolePolicy", "effective_grants"]
 
+FIELD_ACCESS = ("read", "update")
+"""Access a field grant gives to a sensitive field: read, or update (which implies read)."""
 SCOPES = ("none", "own", "team", "team_tree", "all")
 ACTIONS = ("create", "read", "update", "delete", "export", "assign", "share")
 SECURITY_CHANNEL = "xrm_security"
@@ -43,6 +52,8 @@ _RANK = {scope: rank for rank, scope in enumerate(SCOPES)}
 
 Grants = Mapping[str, Mapping[tuple[str, str], str]]
 """role -> (entity or '*', action) -> scope"""
+FieldGrants = Mapping[str, Mapping[tuple[str, str], str]]
+"""role -> (entity, field) -> 'read' | 'update'"""
 
 
 def effective_grants(grants: Grants, roles: frozenset[str], entity: str, action: str) -> list[tuple[str, str, str]]:
@@ -63,23 +74,51 @@ def effective_grants(grants: Grants, roles: frozenset[str], entity: str, action:
 class RolePolicy:
     """The policy of the role/team/sharing model (see the module docstring)."""
 
-    def __init__(self, grants: Grants | None = None) -> None:
+    def __init__(self, grants: Grants | None = None, field_grants: FieldGrants | None = None) -> None:
         self._grants: dict[str, dict[tuple[str, str], str]] = {r: dict(g) for r, g in (grants or {}).items()}
+        self._field_grants: dict[str, dict[tuple[str, str], str]] = {r: dict(g) for r, g in (field_grants or {}).items()}
         self.generation = 0
 
     async def load(self, db: Database) -> RolePolicy:
         async with db.connection() as connection:
             rows = await connection.fetch("SELECT role, entity, action, scope FROM xrm_sys.role_grant")
+            field_rows = await connection.fetch("SELECT role, entity, field, access FROM xrm_sys.role_field_grant")
         grants: dict[str, dict[tuple[str, str], str]] = {}
         for row in rows:
             grants.setdefault(row["role"], {})[(row["entity"], row["action"])] = row["scope"]
+        field_grants: dict[str, dict[tuple[str, str], str]] = {}
+        for row in field_rows:
+            field_grants.setdefault(row["role"], {})[(row["entity"], row["field"])] = row["access"]
         self._grants = grants
+        self._field_grants = field_grants
         self.generation += 1
         return self
 
     @property
     def grants(self) -> Grants:
         return self._grants
+
+    @property
+    def field_grants(self) -> FieldGrants:
+        return self._field_grants
+
+    def _field_allowed(self, principal: Principal, entity: str, sensitive: frozenset[str], wanted: tuple[str, ...]) -> frozenset[str]:
+        if principal.is_system or "admin" in principal.roles:
+            return sensitive
+        allowed = set()
+        for role in principal.roles:
+            by_field = self._field_grants.get(role)
+            if by_field:
+                allowed.update(name for name in sensitive if by_field.get((entity, name)) in wanted)
+        return frozenset(allowed)
+
+    def readable_fields(self, principal: Principal, entity: str, sensitive: frozenset[str]) -> frozenset[str]:
+        """The sensitive fields of `entity` the principal may read (a read or update field grant, admin, system)."""
+        return self._field_allowed(principal, entity, sensitive, FIELD_ACCESS)
+
+    def writable_fields(self, principal: Principal, entity: str, sensitive: frozenset[str]) -> frozenset[str]:
+        """The sensitive fields of `entity` the principal may update (an update field grant, admin, system)."""
+        return self._field_allowed(principal, entity, sensitive, ("update",))
 
     def scope(self, principal: Principal, entity: str, action: Action | str) -> str:
         """The widest scope the principal's roles grant for this action on this entity."""

@@ -96,7 +96,7 @@ async def _chunks(
         service.principal, "export", entity=entity,
         details={"format": format, "where": where, "search": search, "order_by": order_by, "references": references},
     )
-    fields = service.entity.fields
+    fields = service.visible_fields  # sensitive fields the user may not read: no column, no key
     displays = _Displays(db, registry, principal, policy, fields) if references == "display" else None
     arguments: dict[str, Any] = {"limit": max(1, min(page_size, 1000))}
     if where:

@@ -321,6 +321,8 @@ class Importer:
         key = self.options.upsert_key
         if key is not None and key != "id" and (key not in self.fields or not self.fields[key].unique):
             raise XrmError(f"The upsert key must be 'id' or a unique field of {entity}; {key!r} is not")
+        if key is not None and key in self.service.hidden_fields:
+            raise XrmError(f"The upsert key {key!r} is a sensitive field you may not read (matching on it would reveal its values)")
         if self.options.chunk_size < 1:
             raise XrmError("The chunk size must be at least 1")
         self.unique_fields = [n for n, f in self.fields.items() if f.unique and n != key]
