@@ -185,3 +185,12 @@ def test_an_unknown_field_is_refused_even_when_null(api: TestClient, admin: dict
     bulk = _problem(api.post("/api/v1/account/_bulk", headers=admin, json={"records": [{"name": "A", "": None}]}), 422)
     assert [e["pointer"] for e in bulk["errors"]] == ["/records/0/"]
     assert api.get("/api/v1/account?total=true", headers=admin).json()["total"] == 0
+
+
+def test_system_fields_in_a_patch_are_named_as_such(api: TestClient, admin: dict[str, str]) -> None:
+    record = api.post("/api/v1/account", headers=admin, json={"name": "ACME"}).json()
+    problem = _problem(api.patch(f"/api/v1/account/{record['id']}", headers=admin, json={"version": 7, "colour": "red"}), 422)
+    assert sorted(problem["errors"], key=lambda e: e["pointer"]) == [
+        {"pointer": "/colour", "detail": "is not a field of this entity"},
+        {"pointer": "/version", "detail": "is set by the system and cannot be written"},
+    ]

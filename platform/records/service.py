@@ -462,7 +462,7 @@ class RecordService:
             for k in changes
             if k not in self.entity.fields
         ]
-        problems = self._write_problems(changes, creating=False, values=changes)
+        problems += self._write_problems(changes, creating=False, values=changes)
         if problems:
             raise ValidationFailed(self.name, problems)
         read_only = [name for name in changes if name in self.read_only_fields]
