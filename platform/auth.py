@@ -6,6 +6,7 @@ which only a SHA-256 hash is stored (a token is shown once, when created).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 import uuid
@@ -35,6 +36,8 @@ class TokenInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    access: str = "write"
+    """"read": the token may only read; "write": whatever the user's roles allow."""
 
 
 def _token_hash(token: str) -> bytes:
@@ -88,24 +91,24 @@ class UserService:
         attempted = Principal(user_id or uuid.UUID(int=0), name[:200].replace("\x00", ""), frozenset())
         await AuditLog(self.db).write_now(attempted, action, details={"reason": reason} if reason else None)
 
-    async def create_token(self, user: str, label: str = "") -> tuple[str, TokenInfo]:
-        """A new token for `user`: (the token, shown only now; its stored info)."""
+    async def create_token(self, user: str, label: str = "", *, read_only: bool = False) -> tuple[str, TokenInfo]:
+        """A new token for `user`: (the token, shown only now; its stored info). A read-only token only reads."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         async with self.db.connection() as connection:
             user_id = await connection.fetchval("SELECT id FROM xrm_sys.app_user WHERE name = $1 AND disabled_at IS NULL", user)
             if user_id is None:
                 raise NotFound(f"No user named {user!r}")
             row = await connection.fetchrow(
-                "INSERT INTO xrm_sys.api_token (user_id, token_hash, label) VALUES ($1, $2, $3) "
-                "RETURNING id, label, created_at, last_used_at, revoked_at",
-                user_id, _token_hash(token), label,
+                "INSERT INTO xrm_sys.api_token (user_id, token_hash, label, access) VALUES ($1, $2, $3, $4) "
+                "RETURNING id, label, created_at, last_used_at, revoked_at, access",
+                user_id, _token_hash(token), label, "read" if read_only else "write",
             )
         return token, TokenInfo(user=user, **dict(row))
 
     async def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
         async with self.db.connection() as connection:
             rows = await connection.fetch(
-                "SELECT t.id, u.name AS user, t.label, t.created_at, t.last_used_at, t.revoked_at "
+                "SELECT t.id, u.name AS user, t.label, t.created_at, t.last_used_at, t.revoked_at, t.access "
                 "FROM xrm_sys.api_token t JOIN xrm_sys.app_user u ON u.id = t.user_id "
                 "WHERE $1::text IS NULL OR u.name = $1 ORDER BY t.created_at",
                 user,
@@ -129,7 +132,7 @@ class UserService:
             return None
         async with self.db.connection() as connection:
             row = await connection.fetchrow(
-                "SELECT t.id AS token_id, t.last_used_at, u.id, u.name, u.roles "
+                "SELECT t.id AS token_id, t.last_used_at, t.access, u.id, u.name, u.roles "
                 "FROM xrm_sys.api_token t JOIN xrm_sys.app_user u ON u.id = t.user_id "
                 "WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND u.disabled_at IS NULL",
                 _token_hash(token),
@@ -148,7 +151,8 @@ class UserService:
             from .security.model import resolve_principal
 
             # With the teams and the owner sets of scopes team/team_tree (xrm.security).
-            return await resolve_principal(connection, row["id"], row["name"], row["roles"])
+            principal = await resolve_principal(connection, row["id"], row["name"], row["roles"])
+            return dataclasses.replace(principal, read_only=True) if row["access"] == "read" else principal
 
 
 def _minute_ago() -> datetime:

@@ -293,13 +293,14 @@ def token() -> None:
 @token.command("create")
 @click.option("--user", "user_name", required=True, help="The user the token acts as.")
 @click.option("--label", default="", help="What the token is for.")
+@click.option("--read-only", is_flag=True, help="The token may only read (GET), whatever the user's roles allow.")
 @run
-async def token_create(user_name: str, label: str) -> None:
+async def token_create(user_name: str, label: str, read_only: bool) -> None:
     """Create a token for a user and print it (it is shown only once)."""
     from .auth import UserService
 
     async with open_platform() as platform:
-        secret, info = await UserService(platform.db).create_token(user_name, label)
+        secret, info = await UserService(platform.db).create_token(user_name, label, read_only=read_only)
     click.echo(secret)
     click.echo(f"(token id {info.id}; revoke with `xrm token revoke {info.id}`)", err=True)
 
@@ -316,7 +317,8 @@ async def token_list(user_name: str | None) -> None:
     for info in tokens:
         state = f"revoked {info.revoked_at:%Y-%m-%d %H:%M}" if info.revoked_at else "active"
         used = f"last used {info.last_used_at:%Y-%m-%d %H:%M}" if info.last_used_at else "never used"
-        click.echo(f"{info.id}  {info.user:<20} {state:<24} {used:<28} {info.label}")
+        access = "read-only" if info.access == "read" else "read-write"
+        click.echo(f"{info.id}  {info.user:<20} {access:<10} {state:<24} {used:<28} {info.label}")
 
 
 @token.command("revoke")

@@ -194,3 +194,34 @@ def test_system_fields_in_a_patch_are_named_as_such(api: TestClient, admin: dict
         {"pointer": "/colour", "detail": "is not a field of this entity"},
         {"pointer": "/version", "detail": "is set by the system and cannot be written"},
     ]
+
+
+def test_a_read_only_token_reads_and_exports_but_changes_nothing(api: TestClient, admin: dict[str, str]) -> None:
+    import dataclasses
+
+    from xrm.auth import UserService
+    from xrm.errors import PermissionDenied
+    from xrm.records.service import RecordService
+
+    record = api.post("/api/v1/account", headers=admin, json={"name": "ACME"}).json()
+    platform = api.app.state.platform
+    token, info = api.blocking_portal.call(lambda: UserService(platform.db).create_token("admin", "reporting", read_only=True))
+    assert info.access == "read"
+    reader = {"Authorization": f"Bearer {token}"}
+    assert api.get(f"/api/v1/account/{record['id']}", headers=reader).status_code == 200
+    assert api.get("/api/v1/account/_export", headers=reader).text.count("ACME") == 1
+    for response in (
+        api.post("/api/v1/account", headers=reader, json={"name": "X"}),
+        api.patch(f"/api/v1/account/{record['id']}", headers=reader, json={"name": "Y"}),
+        api.delete(f"/api/v1/account/{record['id']}", headers=reader),
+        api.post("/api/v1/meta/apply", headers=reader, json={"definitions": []}),
+        api.post("/api/v1/admin/roles", headers=reader, json={"name": "x"}),
+    ):
+        assert "read-only" in _problem(response, 403)["detail"]
+    assert api.get(f"/api/v1/account/{record['id']}", headers=admin).json()["version"] == 1
+    # The one door refuses it too, whoever builds the service.
+    principal = api.blocking_portal.call(lambda: UserService(platform.db).principal_for_token(token))
+    assert principal is not None and principal.read_only
+    service = RecordService(platform.db, platform.registry, "account", dataclasses.replace(principal), platform.policy)
+    with pytest.raises(PermissionDenied):
+        api.blocking_portal.call(lambda: service.create({"name": "Z"}))

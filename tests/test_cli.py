@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -93,3 +94,15 @@ def test_demo_loads_records_once(cli: CliRunner) -> None:
     assert "account: 8 demo records created" in first.output
     second = cli.invoke(main, ["demo"])
     assert "already has records" in second.output
+
+
+def test_users_and_tokens_from_the_command_line(xrm_cli: Any) -> None:
+    xrm_cli("user", "create", "rita", "--password", "a-long-password", "--role", "sales")
+    token = xrm_cli("token", "create", "--user", "rita", "--label", "dashboard", "--read-only").splitlines()[0]
+    assert token.startswith("xrm_")
+    listed = xrm_cli("token", "list", "--user", "rita")
+    assert "read-only" in listed and "dashboard" in listed and "never used" in listed
+    token_id = listed.split()[0]
+    xrm_cli("token", "revoke", token_id)
+    assert "revoked" in xrm_cli("token", "list", "--user", "rita")
+    xrm_cli("token", "create", "--user", "nobody", code=1)

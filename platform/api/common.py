@@ -17,6 +17,7 @@ from .problems import BadRequest, PermissionDenied
 __all__ = ["etag", "expected_version", "platform_of", "principal_of", "read_json", "require_admin"]
 
 _BEARER = re.compile(r"^Bearer\s+(\S+)$", re.IGNORECASE)
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _ETAG = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 
 
@@ -33,6 +34,10 @@ async def principal_of(request: Request[Any, Any, Any]) -> Principal:
     principal = await UserService(platform_of(request).db).principal_for_token(match.group(1))
     if principal is None:
         raise AuthenticationRequired("The API token is unknown or revoked")
+    if principal.read_only and request.method not in _SAFE_METHODS:
+        # Checked here, where every API request resolves its token, so no
+        # endpoint (now or later) can forget it; the policy checks it again.
+        raise PermissionDenied("This API token is read-only; it may only read (GET)")
     return principal
 
 

@@ -118,6 +118,9 @@ CREATE TABLE IF NOT EXISTS xrm_sys.api_token (
     last_used_at timestamptz,
     revoked_at   timestamptz
 );
+-- A read-only token may only read (GET); added after the table, so existing databases get it too.
+ALTER TABLE xrm_sys.api_token ADD COLUMN IF NOT EXISTS access text NOT NULL DEFAULT 'write'
+    CHECK (access IN ('read', 'write'));
 
 -- ===== Security model: roles, grants, teams, shares (xrm.security; docs/security.md) =====
 -- A role grants, per entity ('*' = every entity) and action, a scope. Users

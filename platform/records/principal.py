@@ -19,6 +19,8 @@ class Principal:
     """Owner ids of scope "team": the user's teams and their members (xrm.security resolves them)."""
     tree_owners: frozenset[uuid.UUID] = field(default_factory=frozenset)
     """Owner ids of scope "team_tree": the user's teams, every team below them, and their members."""
+    read_only: bool = False
+    """Acting through a read-only API token: only reads (and exports) are allowed, whatever the roles say."""
 
     @property
     def is_system(self) -> bool:

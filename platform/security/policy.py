@@ -128,6 +128,8 @@ class RolePolicy:
         return SCOPES[max((_RANK[scope] for _, _, scope in found), default=0)]
 
     def authorize(self, principal: Principal, entity: str, action: Action) -> None:
+        if principal.read_only and action not in ("read", "export"):
+            raise PermissionDenied(f"A read-only API token cannot {action} {entity} records")
         if self.scope(principal, entity, action) == "none":
             raise PermissionDenied(f"None of your roles allows {action} on {entity}")
 
