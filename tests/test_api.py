@@ -225,3 +225,11 @@ def test_a_read_only_token_reads_and_exports_but_changes_nothing(api: TestClient
     service = RecordService(platform.db, platform.registry, "account", dataclasses.replace(principal), platform.policy)
     with pytest.raises(PermissionDenied):
         api.blocking_portal.call(lambda: service.create({"name": "Z"}))
+
+
+def test_a_field_with_a_default_is_optional_on_create_only(api: TestClient, admin: dict[str, str]) -> None:
+    spec = api.get("/api/openapi.json").json()["components"]["schemas"]
+    assert "stage" not in spec["deal.Input"]["required"]  # deal.stage has a default
+    assert "stage" in spec["deal.Replace"]["required"]
+    created = api.post("/api/v1/deal", headers=admin, json={"title": "Rollout"})
+    assert created.status_code == 201 and created.json()["stage"] == "prospecting"

@@ -157,3 +157,10 @@ def test_import_over_http_respects_create_and_update_rights(api: TestClient, peo
     assert report["created"] == 1 and report["updated"] == 0 and report["error_count"] == 1  # ACME is not anna's team's
     assert "may not update" in report["errors"][0]["message"]
     _problem(api.post("/api/v1/deal/_import", headers={**people["ben"], "Content-Type": "text/csv"}, content=b"title,stage\nx,won\n"), 403)
+
+
+def test_share_listing_refuses_a_malformed_record_id(api: TestClient) -> None:
+    admin = _headers(api, "root", ["admin"])
+    for bad in ("", "nope"):
+        assert _problem(api.get(f"/api/v1/admin/shares?record_id={bad}", headers=admin), 400)["errors"][0]["pointer"] == "/record_id"
+    assert _ok(api.get("/api/v1/admin/shares?record_id=00000000-0000-0000-0000-000000000001", headers=admin)) == {"shares": []}

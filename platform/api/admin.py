@@ -12,6 +12,8 @@ publishes (`admin_paths`), so the spec and the checks cannot drift apart.
 
 from __future__ import annotations
 
+import uuid
+
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -231,7 +233,13 @@ async def list_shares(request: Request[Any, Any, Any]) -> Response[bytes]:
     include = _query(request, "include_revoked", required=False)
     if include not in (None, "true", "false"):
         raise BadRequest("Invalid query parameter", [Problem("/include_revoked", "must be true or false")])
-    shares = await security.list_shares(_query(request, "entity", required=False), _query(request, "record_id", required=False),
+    record_id = request.query_params.get("record_id")
+    if record_id is not None:
+        try:
+            uuid.UUID(record_id)
+        except ValueError:
+            raise BadRequest("Invalid query parameter", [Problem("/record_id", "must be a record id (uuid)")]) from None
+    shares = await security.list_shares(_query(request, "entity", required=False), record_id,
                                         include_revoked=include == "true")
     return json_response({"shares": shares})
 

@@ -88,6 +88,9 @@ def _entity_components(entity: CompiledEntity) -> dict[str, Any]:
                   description="A record in a list: every field, or id, version and the fields named in `fields`")
     replace = copy.deepcopy(input_schema)
     del replace["properties"]["id"]
+    # A create fills in defaults, so a field with one is not required there
+    # (a PUT replaces the record as sent and still needs it).
+    input_schema["required"] = [n for n in writable["required"] if not entity.definition.fields[n].has_default]
     bulk_item = copy.deepcopy(patch)
     bulk_item["properties"]["id"] = {"type": "string", "format": "uuid", "description": "Given: update this record; absent: create"}
     bulk_item["properties"]["version"] = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1,
