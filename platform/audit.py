@@ -157,28 +157,17 @@ class AuditLog:
                 problems.append(Problem(f"/{name}", "needs a time zone offset"))
         if problems:
             raise ValidationFailed("audit", problems)
-        conditions, params = [], []
+        params: list[Any] = []
 
         def bind(value: Any) -> str:
             params.append(value)
             return f"${len(params)}"
 
-        if entity is not None:
-            conditions.append(f"entity = {bind(entity)}")
-        if record_id is not None:
-            conditions.append(f"record_id = {bind(record_id)}")
-        if user is not None:
-            conditions.append(f"principal_name = {bind(user)}")
-        if action is not None:
-            conditions.append(f"action = {bind(action)}")
-        if since is not None:
-            conditions.append(f"at >= {bind(since)}")
-        if until is not None:
-            conditions.append(f"at < {bind(until)}")
-        if field is not None:
-            conditions.append(f"changes ? {bind(field)}")
-        if before_id is not None:
-            conditions.append(f"id < {bind(before_id)}")
+        filters = [
+            ("entity =", entity), ("record_id =", record_id), ("principal_name =", user), ("action =", action),
+            ("at >=", since), ("at <", until), ("changes ?", field), ("id <", before_id),
+        ]
+        conditions = [f"{condition} {bind(value)}" for condition, value in filters if value is not None]
         where = " AND ".join(conditions) or "TRUE"
         async with self.db.connection() as connection:
             rows = await connection.fetch(

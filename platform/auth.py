@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -156,8 +156,6 @@ class UserService:
 
 
 def _minute_ago() -> datetime:
-    from datetime import timedelta, timezone
-
     return datetime.now(timezone.utc) - timedelta(minutes=1)
 
 
