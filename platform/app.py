@@ -1,7 +1,8 @@
 """The Litestar application: health, the REST API, the OpenAPI document, the entry page.
 
 Start-up
-opens the database, applies entity_schemas/ (non-destructive changes only) and
+opens the database, applies entity_schemas/ and the plugins' entity
+definitions (non-destructive changes only), calls the plugins' xrm_startup and
 listens for schema changes other processes announce, reloading the registry.
 """
 
@@ -20,17 +21,19 @@ from litestar.template.config import TemplateConfig
 
 from .api.admin import admin_handlers
 from .api.audit import audit_handlers
+from .api.auth import auth_handlers
 from .api.meta import meta_handlers
 from .api.openapi import openapi_handlers
+from .api.privacy import privacy_handlers
 from .api.problems import exception_handlers
 from .api.records import record_handlers
 from .api.transfer import transfer_handlers
-from .records.principal import SYSTEM_PRINCIPAL
-from .records.service import RecordService
 from .registry import SCHEMA_CHANNEL
 from .runtime import Platform, open_platform
+from .plugins import get_plugin_manager
 from .security.policy import SECURITY_CHANNEL
 from .settings import Settings
+from .webui.routes import ui_router
 
 __all__ = ["create_app"]
 
@@ -42,19 +45,6 @@ TEMPLATES = WEBUI / "templates"
 @get("/health", sync_to_thread=False)
 def health() -> dict[str, str]:
     return {"status": "ok"}
-
-
-@get("/")
-async def index(request: Request[Any, Any, Any]) -> Template:
-    platform: Platform = request.app.state.platform
-    language = "de" if request.headers.get("accept-language", "").lower().startswith("de") else "en"
-    entities = []
-    for entity in platform.registry:
-        # The entry page has no login yet; counts go through the service layer
-        # with the system principal until the permission model lands.
-        count = await RecordService(platform.db, platform.registry, entity.name, SYSTEM_PRINCIPAL).count()
-        entities.append({"name": entity.name, "label": entity.definition.label(language, plural=True), "count": count})
-    return Template("index.html", context={"entities": entities, "language": language})
 
 
 @get("/api/docs", include_in_schema=False)
@@ -74,19 +64,25 @@ def create_app(settings: Settings | None = None) -> Litestar:
         _, warning = await platform.load_schema_folder()
         if warning:
             log.warning(warning)
+        await platform.start_plugins()
         app.state.listener = await _listen_for_schema_changes(platform)
 
     async def stop(app: Litestar) -> None:
         listener = getattr(app.state, "listener", None)
         if listener is not None:
             await listener.close()
+        platform = getattr(app.state, "platform", None)
+        if platform is not None:
+            await platform.stop_plugins()
         while contexts:
             await contexts.pop().__aexit__(None, None, None)
 
     return Litestar(
         route_handlers=[
-            health, index, api_docs, create_static_files_router(path="/static", directories=[WEBUI / "static"]),
-            *openapi_handlers, *meta_handlers, *admin_handlers, *audit_handlers, *transfer_handlers, *record_handlers],
+            health, api_docs, ui_router(), create_static_files_router(path="/static", directories=[WEBUI / "static"]),
+            *openapi_handlers, *auth_handlers, *meta_handlers, *admin_handlers, *privacy_handlers, *audit_handlers,
+            # Plugin endpoints before the generic /api/v1/{entity} routes they might otherwise shadow.
+            *get_plugin_manager().routes("xrm_api_routes"), *transfer_handlers, *record_handlers],
         exception_handlers=exception_handlers,
         openapi_config=None,  # ours is generated from the registry: /api/openapi.json
         on_startup=[start],

@@ -12,6 +12,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,11 +22,13 @@ from argon2.exceptions import VerificationError
 from .db.database import Database
 from .errors import NotFound, Problem, ValidationFailed, XrmError
 from .records.principal import Principal
+from .settings import Settings
 
-__all__ = ["TOKEN_PREFIX", "TokenInfo", "UserService"]
+__all__ = ["TOKEN_PREFIX", "AuthenticationRequired", "LoginLocked", "TokenInfo", "UserService"]
 
 TOKEN_PREFIX = "xrm_"
 _hasher = PasswordHasher()
+_DEFAULT_SETTINGS = Settings(data_dir=Path(".xrm"), database_url=None, schema_dir=Path("entity_schemas"), secret_key=None)
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,23 @@ def _token_hash(token: str) -> bytes:
 
 
 class UserService:
-    def __init__(self, db: Database) -> None:
+    """Users, passwords, logins and API tokens.
+
+    `actor` is who asks (an admin in the web UI; the system principal in the
+    CLI): user creation, unlocking and token changes are audited as theirs.
+    """
+
+    def __init__(self, db: Database, settings: Settings | None = None, actor: Principal | None = None) -> None:
+        from .records.principal import SYSTEM_PRINCIPAL
+
         self.db = db
+        self.settings = settings or _DEFAULT_SETTINGS
+        self.actor = actor or SYSTEM_PRINCIPAL
+
+    async def _audit(self, connection: asyncpg.Connection, action: str, details: dict[str, Any]) -> None:
+        from .audit import AuditLog
+
+        await AuditLog.write(connection, self.actor, action, details=details)
 
     async def create_user(self, name: str, password: str, roles: list[str] | None = None) -> Principal:
         if len(password) < 8:
@@ -54,7 +72,7 @@ class UserService:
         from .security.model import SecurityService
 
         await SecurityService(self.db).check_roles(roles or [])  # every role named must exist
-        async with self.db.connection() as connection:
+        async with self.db.connection() as connection, connection.transaction():
             try:
                 row = await connection.fetchrow(
                     "INSERT INTO xrm_sys.app_user (name, password_hash, roles) VALUES ($1, $2, $3) RETURNING id, name, roles",
@@ -64,37 +82,130 @@ class UserService:
                 raise ValidationFailed("user", [Problem("/name", f"a user named {name!r} exists already")]) from None
             except asyncpg.CheckViolationError:
                 raise ValidationFailed("user", [Problem("/name", "use letters, digits and . _ @ - (at most 63 characters)")]) from None
+            await self._audit(connection, "auth.user_created", {"user": name, "user_id": row["id"], "roles": list(row["roles"])})
         return _principal(row)
 
     async def authenticate(self, name: str, password: str) -> Principal | None:
+        """The user's principal (with teams) if the password is right; None if the name or password is wrong.
+
+        Raises LoginLocked while the name is locked after too many consecutive
+        failures (even for the right password), and on the failure that locks it.
+        Unknown names are counted and locked exactly like users, so neither the
+        answer, the lock-out nor the time taken tells whether a user exists.
+        """
+        key = _login_key(name)
         async with self.db.connection() as connection:
             row = await connection.fetchrow(
-                "SELECT id, name, roles, password_hash FROM xrm_sys.app_user WHERE name = $1 AND disabled_at IS NULL", name
+                "SELECT id, name, roles, password_hash, locked_until, now() AS now "
+                "FROM xrm_sys.app_user WHERE name = $1 AND disabled_at IS NULL", key,
             )
+            if row is None:
+                lock = await connection.fetchrow(
+                    "SELECT locked_until, now() AS now FROM xrm_sys.login_failure WHERE name = $1", key
+                )
+                locked_until = lock["locked_until"] if lock else None
+                now = lock["now"] if lock else None
+            else:
+                locked_until, now = row["locked_until"], row["now"]
+        user_id = row["id"] if row else None
+        if locked_until is not None and now is not None and locked_until > now:
+            # No password check while locked: the answer is the same either way.
+            await self._audit_login(name, user_id, "auth.login_failed", "locked", {"locked_until": locked_until})
+            raise LoginLocked(locked_until)
         if row is None:
             _hasher.hash(password)  # same cost whether or not the user exists
-            await self._audit_login(name, None, "auth.login_failed", "unknown or disabled user")
+            await self._failed(name, None, "unknown or disabled user")
             return None
         try:
             _hasher.verify(row["password_hash"], password)
         except VerificationError:
-            await self._audit_login(name, row["id"], "auth.login_failed", "wrong password")
+            await self._failed(name, row["id"], "wrong password")
             return None
-        principal = _principal(row)
+        async with self.db.connection() as connection:
+            # Resets the counter, unless a concurrent failure locked the user meanwhile.
+            reset = await connection.fetchval(
+                "UPDATE xrm_sys.app_user SET failed_logins = 0, locked_until = NULL "
+                "WHERE id = $1 AND (locked_until IS NULL OR locked_until <= now()) RETURNING locked_until IS NULL",
+                row["id"],
+            )
+            if reset is None:
+                locked_until = await connection.fetchval("SELECT locked_until FROM xrm_sys.app_user WHERE id = $1", row["id"])
+            else:
+                from .security.model import resolve_principal
+
+                principal = await resolve_principal(connection, row["id"], row["name"], row["roles"])
+        if reset is None:
+            await self._audit_login(name, row["id"], "auth.login_failed", "locked", {"locked_until": locked_until})
+            raise LoginLocked(locked_until)
         await self._audit_login(name, row["id"], "auth.login", None)
         return principal
 
-    async def _audit_login(self, name: str, user_id: Any, action: str, reason: str | None) -> None:
+    async def _failed(self, name: str, user_id: uuid.UUID | None, reason: str) -> None:
+        """Count a failed login of `name` (a user's row, or login_failure for other names); lock at the limit."""
+        key = _login_key(name)
+        limit, period = self.settings.login_max_failures, timedelta(seconds=self.settings.login_lockout_seconds)
+        async with self.db.connection() as connection, connection.transaction():
+            if user_id is not None:
+                table, column, value = "xrm_sys.app_user", "id", user_id
+            else:
+                table, column, value = "xrm_sys.login_failure", "name", key
+                # Names quiet (and unlocked) for a lock-out period are forgotten: they would count from 1 anyway.
+                await connection.execute(
+                    "DELETE FROM xrm_sys.login_failure WHERE last_failed_login_at < now() - $1::interval "
+                    "AND (locked_until IS NULL OR locked_until < now())", period,
+                )
+                await connection.execute("INSERT INTO xrm_sys.login_failure (name) VALUES ($1) ON CONFLICT DO NOTHING", key)
+            state = await connection.fetchrow(
+                f"SELECT failed_logins, last_failed_login_at, locked_until, now() AS now FROM {table} WHERE {column} = $1 FOR UPDATE",
+                value,
+            )
+            failures, locked_until = _after_failure(
+                state["failed_logins"], state["last_failed_login_at"], state["locked_until"], state["now"], limit, period
+            )
+            newly_locked = locked_until is not None and locked_until != state["locked_until"]
+            await connection.execute(
+                f"UPDATE {table} SET failed_logins = $2, locked_until = $3, last_failed_login_at = now() WHERE {column} = $1",
+                value, failures, locked_until,
+            )
+        await self._audit_login(name, user_id, "auth.login_failed", reason, {"failed_logins": failures})
+        if newly_locked:
+            await self._audit_login(name, user_id, "auth.locked", None, {"failed_logins": failures, "locked_until": locked_until})
+            raise LoginLocked(locked_until)  # type: ignore[arg-type]
+
+    async def unlock(self, name: str) -> bool:
+        """Lift a login lock of `name` and reset its failure count. False if it was not locked."""
+        key = _login_key(name)
+        async with self.db.connection() as connection, connection.transaction():
+            user = await connection.fetchrow(
+                "SELECT id, locked_until > now() AS locked FROM xrm_sys.app_user WHERE name = $1", key
+            )
+            other = await connection.fetchval(
+                "DELETE FROM xrm_sys.login_failure WHERE name = $1 RETURNING locked_until > now()", key
+            )
+            if user is None and other is None:
+                raise NotFound(f"No user named {name!r}")
+            if user is not None:
+                await connection.execute(
+                    "UPDATE xrm_sys.app_user SET failed_logins = 0, locked_until = NULL WHERE id = $1", user["id"]
+                )
+            was_locked = bool(user and user["locked"]) or bool(other)
+            await self._audit(connection, "auth.unlocked", {"user": key, "was_locked": was_locked})
+        return was_locked
+
+    async def _audit_login(
+        self, name: str, user_id: Any, action: str, reason: str | None, extra: dict[str, Any] | None = None
+    ) -> None:
         from .audit import AuditLog
 
         # The name as typed (it may belong to no user); bounded so a huge one cannot bloat the log.
-        attempted = Principal(user_id or uuid.UUID(int=0), name[:200].replace("\x00", ""), frozenset())
-        await AuditLog(self.db).write_now(attempted, action, details={"reason": reason} if reason else None)
+        attempted = Principal(user_id or uuid.UUID(int=0), _login_key(name), frozenset())
+        details = {**({"reason": reason} if reason else {}), **(extra or {})}
+        await AuditLog(self.db).write_now(attempted, action, details=details or None)
 
     async def create_token(self, user: str, label: str = "", *, read_only: bool = False) -> tuple[str, TokenInfo]:
         """A new token for `user`: (the token, shown only now; its stored info). A read-only token only reads."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        async with self.db.connection() as connection:
+        async with self.db.connection() as connection, connection.transaction():
             user_id = await connection.fetchval("SELECT id FROM xrm_sys.app_user WHERE name = $1 AND disabled_at IS NULL", user)
             if user_id is None:
                 raise NotFound(f"No user named {user!r}")
@@ -103,6 +214,9 @@ class UserService:
                 "RETURNING id, label, created_at, last_used_at, revoked_at, access",
                 user_id, _token_hash(token), label, "read" if read_only else "write",
             )
+            # Never the token itself: only its id.
+            await self._audit(connection, "auth.token_created", {"user": user, "token_id": row["id"], "label": label,
+                                                                 "access": row["access"]})
         return token, TokenInfo(user=user, **dict(row))
 
     async def list_tokens(self, user: str | None = None) -> list[TokenInfo]:
@@ -120,12 +234,14 @@ class UserService:
             key = uuid.UUID(str(token_id))
         except ValueError:
             raise NotFound(f"No token with id {token_id!r}") from None
-        async with self.db.connection() as connection:
-            status = await connection.execute(
-                "UPDATE xrm_sys.api_token SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1", key
+        async with self.db.connection() as connection, connection.transaction():
+            owner = await connection.fetchval(
+                "UPDATE xrm_sys.api_token t SET revoked_at = coalesce(t.revoked_at, now()) FROM xrm_sys.app_user u "
+                "WHERE t.id = $1 AND u.id = t.user_id RETURNING u.name", key
             )
-        if status.endswith(" 0"):
-            raise NotFound(f"No token with id {token_id}")
+            if owner is None:
+                raise NotFound(f"No token with id {token_id}")
+            await self._audit(connection, "auth.token_revoked", {"user": owner, "token_id": key})
 
     async def principal_for_token(self, token: str) -> Principal | None:
         if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
@@ -155,6 +271,28 @@ class UserService:
             return dataclasses.replace(principal, read_only=True) if row["access"] == "read" else principal
 
 
+def _login_key(name: str) -> str:
+    """The name a login is counted and logged under: as typed, bounded, without NUL."""
+    return name[:200].replace("\x00", "")
+
+
+def _after_failure(
+    failures: int, last_failure: datetime | None, locked_until: datetime | None, now: datetime, limit: int, period: timedelta
+) -> tuple[int, datetime | None]:
+    """(failures, locked_until) after one more failed login at `now`.
+
+    Failures add up while each comes within `period` of the previous one and
+    no lock has run out in between; reaching `limit` locks for `period`. A
+    failure while locked changes nothing (a lock is not extended by retrying).
+    """
+    if locked_until is not None and locked_until > now:
+        return failures, locked_until
+    if locked_until is not None or last_failure is None or last_failure < now - period:
+        failures = 0
+    failures += 1
+    return failures, (now + period if failures >= limit else None)
+
+
 def _minute_ago() -> datetime:
     return datetime.now(timezone.utc) - timedelta(minutes=1)
 
@@ -165,3 +303,17 @@ def _principal(row: Any) -> Principal:
 
 class AuthenticationRequired(XrmError):
     title = "Authentication required"
+
+
+class LoginLocked(XrmError):
+    """Too many consecutive failed logins for this name: no login until `until` (HTTP 429)."""
+
+    title = "Too many failed logins"
+
+    def __init__(self, until: datetime) -> None:
+        when = until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        super().__init__(
+            f"Too many failed logins: logging in with this name is locked until {when} "
+            "(an admin can lift the lock with `xrm user unlock NAME`)"
+        )
+        self.until = until

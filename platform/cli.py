@@ -35,7 +35,31 @@ def run(function: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _WithPluginCommands(click.Group):
+    """The `xrm` group: built-in commands, then those plugins add (xrm_cli_commands).
+
+    Plugins are discovered only when a name is not a built-in command or the
+    full list is wanted (--help), so built-in commands start without them.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(_plugin_commands()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or _plugin_commands().get(cmd_name)
+
+
+def _plugin_commands() -> dict[str, click.Command]:
+    from .plugins import get_plugin_manager
+
+    try:
+        return get_plugin_manager().cli_commands()
+    except XrmError as error:  # a broken plugin must not take `xrm --help` down with it
+        click.echo(f"Warning: {error}", err=True)
+        return {}
+
+
+@click.group(cls=_WithPluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xrm")
 def main() -> None:
     """xrm: a low-code xRM platform.
@@ -44,6 +68,53 @@ def main() -> None:
     default ./.xrm), XRM_DATABASE_URL (an external PostgreSQL >= 15 with
     pgvector instead), XRM_SCHEMA_DIR (default ./entity_schemas).
     """
+
+
+# -- plugins -------------------------------------------------------------------
+@main.group()
+def plugins() -> None:
+    """Installed plugins (entry-point group xrm.plugins; see docs/plugins.md)."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins_list(as_json: bool) -> None:
+    """Each loaded plugin: distribution and version, the hooks it implements, its declared capabilities."""
+    from .plugins import get_plugin_manager
+
+    try:
+        manager = get_plugin_manager()
+    except XrmError as error:
+        click.echo(f"Error: {error}", err=True)
+        sys.exit(1)
+    rows = []
+    for info in manager.infos.values():
+        rows.append({
+            "name": info.name,
+            "module": info.module,
+            "distribution": info.distribution,
+            "version": info.version,
+            "builtin": info.builtin,
+            "hooks": manager.hooks_of(info.name),
+            "capabilities": manager.capabilities(info.name),
+            "provides": manager.provides(info.name),
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        origin = f"{row['distribution'] or '?'} {row['version'] or ''}".strip()
+        click.echo(f"{row['name']} ({origin}{', built-in' if row['builtin'] else ''}) -> {row['module']}")
+        click.echo(f"  hooks: {', '.join(row['hooks']) or '-'}")
+        for kind, names in row["provides"].items():
+            click.echo(f"  {kind.replace('_', ' ')}: {', '.join(names) or '-'}")
+        caps = row["capabilities"]
+        if caps:
+            for key, value in caps.items():
+                shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                click.echo(f"  {key}: {shown if shown not in ('', None) else '-'}")
+        else:
+            click.echo("  capabilities: (none declared)")
 
 
 # -- db ------------------------------------------------------------------------
@@ -283,6 +354,18 @@ async def user_create(name: str, password: str, roles: tuple[str, ...]) -> None:
     async with open_platform() as platform:
         principal = await UserService(platform.db).create_user(name, password, list(roles))
     click.echo(f"Created user {principal.name} ({principal.id})" + (f" with roles {', '.join(roles)}" if roles else ""))
+
+
+@user.command("unlock")
+@click.argument("name")
+@run
+async def user_unlock(name: str) -> None:
+    """Lift the login lock of NAME (after too many failed logins) and reset its failure count."""
+    from .auth import UserService
+
+    async with open_platform() as platform:
+        was_locked = await UserService(platform.db, platform.settings).unlock(name)
+    click.echo(f"Unlocked {name}" if was_locked else f"{name} was not locked; its failed-login count is reset")
 
 
 @main.group()
@@ -848,6 +931,134 @@ async def audit_export(output: str | None, **filters: Any) -> None:
             out.close()
     if output:
         click.echo(f"Exported {count} audit entries to {output}", err=True)
+
+
+@audit.command("archive")
+@click.option("--to", "directory", default="audit-archive", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the compressed archive files.")
+@click.option("--dry-run", is_flag=True, help="Only count what is due.")
+@run
+async def audit_archive(directory: str, dry_run: bool) -> None:
+    """Move entries older than their entity's audit retention (x-xrm audit_retention) to .jsonl.gz files."""
+    from pathlib import Path
+
+    from .privacy.audit_retention import archive_expired_audit
+    from .records.principal import SYSTEM_PRINCIPAL
+
+    async with open_platform() as platform:
+        reports = await archive_expired_audit(platform.db, SYSTEM_PRINCIPAL, Path(directory), dry_run=dry_run)
+    if not reports:
+        click.echo("No entity has an audit retention (x-xrm audit_retention).")
+    for r in reports:
+        verb = "would archive" if dry_run else "archived"
+        where = f" -> {r['file']}" if r["file"] else ""
+        click.echo(f"{r['entity']}: keep {r['days']} days; {verb} {r['entries']} entries older than {r['before']:%Y-%m-%d %H:%M}{where}")
+
+
+# -- data protection (xrm.privacy; docs/privacy.md) ----------------------------
+@main.group()
+def privacy() -> None:
+    """Data-subject access and erasure, retention rules (GDPR)."""
+
+
+def _subject_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed([
+        click.option("--email", help="The person's e-mail address (matched in every e-mail field marked personal)."),
+        click.option("--phone", help="The person's phone number (digits compared, formatting ignored)."),
+        click.option("--record", "record", metavar="ENTITY:ID", help="One of the person's records, e.g. contact:6f1c...."),
+    ]):
+        function = option(function)
+    return function
+
+
+def _subject(email: str | None, phone: str | None, record: str | None) -> Any:
+    from .privacy.service import SubjectQuery
+
+    entity, _, record_id = (record or "").partition(":")
+    if record and not record_id:
+        raise XrmError(f"--record needs ENTITY:ID, e.g. contact:6f1c..., not {record!r}")
+    return SubjectQuery(email=email, phone=phone, entity=entity or None, record_id=record_id or None)
+
+
+@privacy.command("access")
+@_subject_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write here; a name ending in .zip gives one CSV per entity plus the JSON (default: JSON to standard output).")
+@run
+async def privacy_access(email: str | None, phone: str | None, record: str | None, output: str | None) -> None:
+    """Everything stored about one person (GDPR Art. 15): their records, history and related records."""
+    from .privacy.bundle import write_zip
+    from .privacy.service import PrivacyService
+    from .records.principal import SYSTEM_PRINCIPAL
+
+    async with open_platform() as platform:
+        bundle = await PrivacyService(platform.db, platform.registry, SYSTEM_PRINCIPAL).access(_subject(email, phone, record))
+    if output and output.endswith(".zip"):
+        write_zip(bundle, output)
+    elif output:
+        with open(output, "w", encoding="utf-8") as out:
+            out.write(json_dumps(bundle) + "\n")
+    else:
+        click.echo(json_dumps(bundle))
+    if output:
+        click.echo(f"{len(bundle['subject_records'])} records of the person and {len(bundle['related_records'])} related records "
+                   f"written to {output}", err=True)
+
+
+@privacy.command("erase")
+@_subject_options
+@click.option("--dry-run", is_flag=True, help="Show what would be erased; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@run
+async def privacy_erase(email: str | None, phone: str | None, record: str | None, dry_run: bool, yes: bool) -> None:
+    """Erase one person (GDPR Art. 17): anonymise their personal fields everywhere, redact the old values."""
+    from .privacy.service import PrivacyService
+    from .records.principal import SYSTEM_PRINCIPAL
+
+    query = _subject(email, phone, record)
+    async with open_platform() as platform:
+        service = PrivacyService(platform.db, platform.registry, SYSTEM_PRINCIPAL)
+        report = await service.erase(query, dry_run=True)
+        _print_erasure(report)
+        if dry_run or not report["records"]:
+            return
+        if not yes and not click.confirm("Erase now? This cannot be undone", default=False):
+            click.echo("Nothing erased.")
+            return
+        report = await service.erase(query)
+    click.echo(f"Erased {len(report['records'])} records.")
+
+
+def _print_erasure(report: dict[str, Any]) -> None:
+    if not report["records"]:
+        click.echo("No record of this person was found; nothing to erase.")
+        return
+    for r in report["records"]:
+        click.echo(f"{r['entity']} {r['id']}: {', '.join(r['fields'])}")
+    click.echo(f"audit entries to redact: {report['audit_entries_redacted']}, outbox events: {report['outbox_events_redacted']}, "
+               f"archived values: {report['archived_values_redacted']}, plugins' rows: {report['plugin_rows_redacted']}; "
+               f"related records kept: {report['related_records_kept']}")
+
+
+@privacy.command("retention")
+@click.option("--entity", help="Only this entity.")
+@click.option("--dry-run", is_flag=True, help="Show what would be anonymised or deleted; change nothing.")
+@run
+async def privacy_retention(entity: str | None, dry_run: bool) -> None:
+    """Apply the retention rules (x-xrm retention): anonymise or delete records untouched for N days."""
+    from .privacy.service import PrivacyService
+    from .records.principal import SYSTEM_PRINCIPAL
+
+    async with open_platform() as platform:
+        reports = await PrivacyService(platform.db, platform.registry, SYSTEM_PRINCIPAL).retention(entity, dry_run=dry_run)
+    if not reports:
+        click.echo("No entity has a retention rule (x-xrm retention).")
+    for r in reports:
+        verb = ("would " if dry_run else "") + ("anonymise" if r["action"] == "anonymise" else "delete")
+        kept = f", {r['kept_referenced']} kept (still referenced)" if r["kept_referenced"] else ""
+        click.echo(f"{r['entity']}: {r['action']} {r['days']} days after {r['after']}: {verb} {r['due']}{kept}")
+        for key in r["sample"]:
+            click.echo(f"    {key}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ __all__ = [
     "Refusal",
     "SchemaChangeRefused",
     "ValidationFailed",
+    "Veto",
     "VersionConflict",
     "XrmError",
     "pointer",
@@ -75,6 +76,29 @@ class ValidationFailed(XrmError):
         super().__init__(f"Invalid {entity} record{at}", problems)
         self.entity = entity
         self.row = row
+
+
+class Veto(ValidationFailed):
+    """A plugin refuses a write (raised in an `xrm_before_write` hook): HTTP 422, nothing is written.
+
+    `message` is shown to the user as is; `pointer` says which part of the
+    record it is about ("" for the whole record, "/email" for a field).
+    RecordService fills in the entity and, in a batch, the record's index.
+    """
+
+    title = "Refused by a plugin"
+
+    def __init__(self, message: str, pointer: str = "", *, entity: str = "", row: int | None = None) -> None:
+        super().__init__(entity, [Problem(pointer, message)], row=row)
+        at = f" (row {row})" if row is not None else ""
+        self.message = f"{entity} record{at} refused: {message}" if entity else f"Refused: {message}"
+        self.reason = message
+
+    def for_entity(self, entity: str, *, prefix: str = "", row: int | None = None) -> Veto:
+        """The same refusal, naming the entity (and the record's index in a batch)."""
+        veto = Veto(self.reason, prefix + self.problems[0].pointer if self.problems else prefix, entity=entity, row=row)
+        veto.problems = [Problem(prefix + p.pointer, p.message) for p in self.problems]
+        return veto
 
 
 class NotFound(XrmError):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from .db.database import Database, database_uri
 from .errors import XrmError
@@ -17,6 +19,8 @@ from .security.policy import RolePolicy
 from .settings import Settings
 
 __all__ = ["Platform", "open_platform"]
+
+log = logging.getLogger("xrm")
 
 
 @dataclass
@@ -36,19 +40,55 @@ class Platform:
         return SecurityService(self.db, self.policy, self.registry, actor)
 
     async def load_schema_folder(self) -> tuple[Plan | None, str | None]:
-        """Apply entity_schemas/*.json at start, unless that would be destructive.
+        """Apply entity_schemas/*.json and the plugins' definitions (xrm_entity_definitions) at start, unless destructive.
 
-        Returns the plan applied (or None) and a warning when something was held back.
+        One schema change for both, so a plugin's entity may reference one of
+        the folder's. Returns the plan applied (or None) and a warning when
+        something was held back.
         """
+        from .plugins import get_plugin_manager
+
         folder = self.settings.schema_dir
-        if not folder.is_dir() or not any(folder.glob("*.json")):
+        documents: list[tuple[str, Any]] = []
+        if folder.is_dir() and any(folder.glob("*.json")):
+            documents = [(str(source), document) for source, document in load_documents(folder)]
+        from_plugins = get_plugin_manager().entity_definitions()
+        documents += from_plugins
+        if not documents:
             return None, None
-        documents = load_documents(folder)
         try:
             plan = await self.schema.apply([d for _, d in documents], sources=[s for s, _ in documents])
         except XrmError as error:
-            return None, f"entity definitions in {folder} were not applied:\n{error}\nRun `xrm schema plan {folder}` to see why."
+            warning = f"entity definitions in {folder} were not applied:\n{error}\nRun `xrm schema plan {folder}` to see why."
+            if not from_plugins:
+                return None, warning
+            # A plugin's definition must not hold back the folder's own: try those alone.
+            warning = f"entity definitions in {folder} and from plugins ({', '.join(sorted({s for s, _ in from_plugins}))}) were not applied:\n{error}"
+            own = documents[: len(documents) - len(from_plugins)]
+            if own:
+                try:
+                    return await self.schema.apply([d for _, d in own], sources=[s for s, _ in own]), warning
+                except XrmError:
+                    pass
+            return None, warning
         return plan, None
+
+    async def start_plugins(self) -> None:
+        """Call every plugin's xrm_startup(platform=...), awaiting the coroutines they return."""
+        from .plugins import await_me_maybe, get_plugin_manager
+
+        for result in get_plugin_manager().hook.xrm_startup(platform=self):
+            await await_me_maybe(result)
+
+    async def stop_plugins(self) -> None:
+        """Call every plugin's xrm_shutdown(platform=...); an error is logged and the others still run."""
+        from .plugins import await_me_maybe, get_plugin_manager
+
+        for name, result in get_plugin_manager().each("xrm_shutdown", platform=self):
+            try:
+                await await_me_maybe(result)
+            except Exception:  # noqa: BLE001 - one plugin must not keep the others from stopping
+                log.exception("plugin %s failed to shut down", name)
 
 
 @asynccontextmanager
@@ -79,3 +119,28 @@ async def _ensure_owner_indexes(db: Database, registry: Registry) -> None:
         for entity in registry:
             if entity.name not in indexed:
                 await connection.execute(owner_index_statement(entity.name))
+        await _upgrade_declared_indexes(connection, registry)
+
+
+async def _upgrade_declared_indexes(connection: Any, registry: Registry) -> None:
+    """Declared non-unique indexes of the old shape (fields only) become (fields, created_at, id), once.
+
+    One catalog query answers "is there any?" so a normal start pays nothing
+    more; the rebuild itself (schema.evolution.index_upgrades) blocks writes
+    to the table while it runs, once per install.
+    """
+    from .schema.ddl import DATA_SCHEMA
+    from .schema.evolution import index_upgrades
+
+    old_shape = await connection.fetchval(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = $1 AND NOT i.indisunique AND c.relname ~ '__ix_[0-9]+$'",
+        DATA_SCHEMA,
+    )
+    if not old_shape:
+        return
+    for change in await index_upgrades(connection, [entity.definition for entity in registry]):
+        log.warning("%s", change.step.summary)
+        async with connection.transaction():
+            for _, statement in change.operations:
+                await connection.execute(statement)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -235,3 +236,42 @@ def xrm_cli(database_uri: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         return result.output
 
     return run
+
+
+# -- web UI (tests/test_webui*.py) ----------------------------------------------
+def make_user(client: Any, name: str, roles: list[str]) -> None:
+    from xrm.auth import UserService
+
+    users = UserService(client.app.state.platform.db)
+    client.blocking_portal.call(users.create_user, name, "a-long-password", roles)
+
+
+def log_in(client: Any, name: str) -> str:
+    """Log in through the form; returns the session's CSRF token (from a page's hidden input)."""
+    response = client.post("/login", data={"name": name, "password": "a-long-password", "next": "/"}, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return csrf(client.get("/").text)
+
+
+def csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def ui(database_uri: str, tmp_path: Path) -> Iterator[Any]:
+    """The app on a fresh database, reached over https (the session cookie is Secure off localhost)."""
+    from xrm.app import create_app
+    from xrm.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
+    from litestar.testing import TestClient
+
+    with TestClient(app=create_app(settings), base_url="https://testserver.local") as client:
+        yield client
+
+
+@pytest.fixture
+def ui_admin(ui: Any) -> str:
+    """An admin logged in to `ui`; the session's CSRF token."""
+    make_user(ui, "admin", ["admin"])
+    return log_in(ui, "admin")

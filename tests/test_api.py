@@ -119,7 +119,7 @@ def test_list_filters_sort_and_pages(api: TestClient, admin: dict[str, str]) -> 
 
 def test_meta_apply_gives_a_new_entity_an_api_without_restart(api: TestClient, admin: dict[str, str]) -> None:
     names = [e["name"] for e in api.get("/api/v1/meta/entities", headers=admin).json()["entities"]]
-    assert names == ["account", "contact", "deal"]
+    assert {"account", "contact", "deal"} <= set(names) and "supplier" not in names  # and the CRM pack's (plugin crm)
     definition = {"type": "object", "x-xrm": {"name": "supplier", "label": {"en": "Supplier", "de": "Lieferant"}},
                   "required": ["name"], "properties": {"name": {"type": "string"}, "rating": {"type": "integer", "minimum": 1, "maximum": 5}}}
     plan = api.post("/api/v1/meta/plan", headers=admin, json={"definitions": [definition]})

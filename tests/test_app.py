@@ -12,15 +12,15 @@ from xrm.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_health_and_entry_page_list_the_entities_from_entity_schemas(database_uri: str, tmp_path: Path) -> None:
+def test_health_and_the_entry_page_asks_for_a_login_in_the_browsers_language(database_uri: str, tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None)
     with TestClient(app=create_app(settings)) as client:
         response = client.get("/health")
         assert response.status_code == 200 and response.json() == {"status": "ok"}
         page = client.get("/", headers={"Accept-Language": "de-DE"})
-        assert page.status_code == 200
-        assert "Firmen" in page.text and "Verkaufschancen" in page.text
-        assert "Accounts" in client.get("/").text
+        assert page.status_code == 200 and str(page.url).endswith("/login?next=%2F")
+        assert "Anmelden" in page.text and "Passwort" in page.text
+        assert "Log in" in client.get("/").text  # the entity list behind it: tests/test_webui.py
 
 
 def test_entry_page_links_the_api_browser_whose_assets_are_served_locally(database_uri: str, tmp_path: Path) -> None:

@@ -168,3 +168,36 @@ def test_cli_shows_searches_and_exports_the_trail(database_uri: str, tmp_path: P
     actions = [json.loads(line)["action"] for line in out.read_text().splitlines()]
     assert actions.count("record.created") == 1 and "schema.changed" in actions
     assert runner.invoke(main, ["audit", "search", "--since", "yesterday"]).exit_code != 0
+
+
+def test_every_write_door_of_the_api_leaves_its_entry(api: TestClient, database_uri: str) -> None:
+    """Each HTTP way of changing data writes the audit entry the change implies, as the acting user."""
+    from conftest import create_token
+
+    admin = {"Authorization": f"Bearer {create_token(database_uri, 'root', ['admin'])}"}
+    create_token(database_uri, "bea", ["sales"])
+
+    def newest(count: int) -> list[tuple[str, str | None]]:
+        entries = api.get(f"/api/v1/admin/audit?limit={count}", headers=admin).json()["entries"]
+        assert all(e["user"] == "root" for e in entries if e["action"].startswith("record."))
+        return [(e["action"], e["record_id"]) for e in reversed(entries)]
+
+    created = api.post("/api/v1/account", headers=admin, json={"name": "Door AG"}).json()
+    key = created["id"]
+    assert newest(1) == [("record.created", key)]
+    api.patch(f"/api/v1/account/{key}", headers=admin, json={"employees": 3})
+    api.put(f"/api/v1/account/{key}", headers=admin, json={"name": "Door AG", "employees": 4})
+    assert newest(2) == [("record.updated", key), ("record.updated", key)]
+    api.delete(f"/api/v1/account/{key}", headers=admin)
+    api.post(f"/api/v1/account/{key}/restore", headers=admin)
+    assert newest(2) == [("record.deleted", key), ("record.restored", key)]
+    bulk = api.post("/api/v1/account/_bulk", headers=admin, json={"records": [{"name": "Bulk AG"}, {"id": key, "employees": 5}]}).json()
+    assert sorted(newest(2)) == sorted([("record.created", bulk["records"][0]["id"]), ("record.updated", key)])
+    report = api.post("/api/v1/account/_import", headers={**admin, "Content-Type": "text/csv"}, content=b"name\nImport AG\n").json()
+    assert report["created"] == 1 and newest(1)[0][0] == "record.created"
+    assert api.post(f"/api/v1/account/{key}/assign", headers=admin, json={"user": "bea"}).status_code == 200
+    assert newest(1)[0][0] == "security.assigned"
+    assert api.post(f"/api/v1/account/{key}/shares", headers=admin, json={"user": "bea"}).status_code == 200
+    assert newest(1)[0][0] == "security.shared"
+    assert api.get("/api/v1/account/_export", headers=admin).status_code == 200
+    assert newest(1)[0] == ("export", None)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from xrm.auth import UserService
 from xrm.db.database import Database
-from xrm.errors import NotFound, PermissionDenied, ValidationFailed
+from xrm.errors import XrmError, NotFound, PermissionDenied, ValidationFailed
 from xrm.records.principal import SYSTEM_PRINCIPAL, Principal
 from xrm.records.service import RecordService
 from xrm.registry import Registry
@@ -227,6 +227,15 @@ async def test_nested_teams_follow_moves_and_membership(world: World) -> None:
     await world.security.remove_member("T1", "me")
     me = await world.security.principal_for_user("me")
     assert world.owners(await all_ids(world.service(me))) == {"me"}
+
+
+async def test_a_team_that_owns_records_cannot_be_deleted(world: World) -> None:
+    with pytest.raises(XrmError, match=r"still owns records \(1 item\)"):
+        await world.security.delete_team("T2")
+    assert "T2" in {t["name"] for t in await world.security.list_teams()}
+    await world.set_owner(world.items["T2"], world.users["other"])
+    await world.security.delete_team("T2")
+    assert "T2" not in {t["name"] for t in await world.security.list_teams()}
 
 
 async def test_shares_read_write_team_and_revocation(world: World) -> None:

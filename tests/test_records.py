@@ -509,3 +509,18 @@ async def test_malformed_id_is_not_found(accounts: RecordService) -> None:
         with pytest.raises(NotFound):
             await accounts.restore(bad_id)
     assert await accounts.count() == 1
+
+
+async def test_a_capped_total_stops_counting_and_says_so(db: Any, make_entities: Any) -> None:
+    from xrm.records.principal import SYSTEM_PRINCIPAL
+    from xrm.records.service import RecordService
+
+    registry = await make_entities({"type": "object", "x-xrm": {"name": "tally", "label": {"en": "Tally"}},
+                                    "properties": {"n": {"type": "integer"}}})
+    tallies = RecordService(db, registry, "tally", SYSTEM_PRINCIPAL)
+    await tallies.create_many([{"n": i} for i in range(12)])
+    capped = await tallies.list(limit=5, with_total=True, total_limit=10)
+    assert (capped.total, capped.total_capped, len(capped.records)) == (10, True, 5)
+    exact = await tallies.list(limit=5, with_total=True, total_limit=12)
+    assert (exact.total, exact.total_capped) == (12, False)
+    assert await tallies.count(limit=10) == 11 and await tallies.count() == 12

@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -657,6 +658,96 @@ async def test_applying_the_same_definition_twice_changes_nothing(schema: Schema
     assert again.steps == [] and again.changeset_id is None
     assert await snapshot(db) == before
     assert [h["version"] for h in await schema.history("account")] == [1]
+
+
+# -- declared indexes -------------------------------------------------------------
+
+
+async def index_columns(db: Database, table: str) -> dict[str, tuple[list[str], bool, str | None]]:
+    """Index name -> (columns in order, unique, predicate) of a table in schema public."""
+    found = await rows(
+        db,
+        "SELECT c.relname AS name, i.indisunique AS is_unique, pg_get_expr(i.indpred, i.indrelid) AS predicate, "
+        "array(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n) AS columns "
+        "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = $1::regclass",
+        f"public.{table}",
+    )
+    return {r["name"]: (list(r["columns"]), r["is_unique"], r["predicate"]) for r in found}
+
+
+def indexed_account(*indexes: dict[str, Any]) -> dict[str, Any]:
+    properties = {"name": {"type": "string", "maxLength": 100}, "status": {"type": "string", "enum": ["a", "b"]},
+                  "city": {"type": "string"}, "code": {"type": "string"}}
+    return entity("account", properties, required=["name"], indexes=list(indexes))
+
+
+async def test_declared_non_unique_indexes_end_with_the_default_sort_key(schema: SchemaService, db: Database, registry: Registry) -> None:
+    """(fields, created_at, id): a filtered list in the default order walks the index and stops after a page."""
+    await schema.apply([indexed_account({"fields": ["status"]}, {"fields": ["code"], "unique": True}, {"fields": ["status", "city"]})])
+    indexes = await index_columns(db, "account")
+    assert indexes["account__ix_0_sorted"] == (["status", "created_at", "id"], False, None)
+    assert indexes["account__ix_1"] == (["code"], True, "(deleted_at IS NULL)")  # uniqueness is on the field alone
+    assert indexes["account__ix_2_sorted"] == (["status", "city", "created_at", "id"], False, None)
+    assert "account__ix_0" not in indexes and "account__ix_2" not in indexes
+
+    await records(db, registry, "account").create_many(
+        [{"name": f"n{i}", "status": "a" if i % 50 == 0 else "b"} for i in range(2000)]
+    )
+    async with db.connection() as c:
+        await c.execute("ANALYZE public.account")
+        (plan,) = await c.fetchval(
+            "EXPLAIN (FORMAT JSON) SELECT id FROM public.account WHERE status = 'a' AND deleted_at IS NULL "
+            "ORDER BY created_at, id LIMIT 10"
+        )
+    text = json.dumps(plan)
+    assert '"Index Name": "account__ix_0_sorted"' in text and '"Node Type": "Sort"' not in text, text
+
+    # a changed index list rebuilds them in the same shape
+    plan = await schema.apply([indexed_account({"fields": ["city"]}, {"fields": ["code"], "unique": True})])
+    assert ("safe", "rebuild_indexes") in [(s.kind, s.action) for s in plan.steps]
+    indexes = await index_columns(db, "account")
+    assert indexes["account__ix_0_sorted"] == (["city", "created_at", "id"], False, None)
+    assert indexes["account__ix_1"] == (["code"], True, "(deleted_at IS NULL)")
+    assert not {"account__ix_0", "account__ix_2_sorted", "account__ix_2"} & set(indexes)
+
+
+async def old_shape(db: Database, position: int, field: str) -> None:
+    """Put back the index an install made before: (field) named account__ix_<n>."""
+    async with db.connection() as c:
+        await c.execute(f"DROP INDEX public.account__ix_{position}_sorted")
+        await c.execute(f"CREATE INDEX account__ix_{position} ON public.account ({field})")
+
+
+async def test_an_index_of_the_old_shape_is_rebuilt_at_start(
+    schema: SchemaService, db: Database, registry: Registry, database_uri: str, tmp_path: Path
+) -> None:
+    from xrm.runtime import open_platform
+    from xrm.schema.evolution import index_upgrades
+    from xrm.settings import Settings
+
+    document = indexed_account({"fields": ["status"]}, {"fields": ["code"], "unique": True}, {"fields": ["city"]})
+    await with_records(schema, db, registry, document, [{"name": "A", "status": "a"}, {"name": "B", "code": "x"}])
+    current = await index_columns(db, "account")
+    await old_shape(db, 0, "status")
+    definition = registry.get("account").definition
+    async with db.connection() as c:
+        (change,) = await index_upgrades(c, [definition])
+        assert (change.step.kind, change.step.action, change.step.entity) == ("safe", "upgrade_indexes", "account")
+        assert await change.impact(c) == "indexes 2 records 1 time"
+    # An existing install gets the new shape when the platform starts (server or any CLI command).
+    async with open_platform(Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=tmp_path, secret_key=None)):
+        pass
+    async with db.connection() as c:
+        assert await index_upgrades(c, [definition]) == []  # done: nothing planned again
+    assert await index_columns(db, "account") == current  # the unique ix_1 and the current ix_2 untouched
+
+    # a change of the index list drops an old-shape index too (both names of each position)
+    await old_shape(db, 0, "status")
+    await schema.apply([indexed_account({"fields": ["status"]})])
+    indexes = await index_columns(db, "account")
+    assert indexes["account__ix_0_sorted"] == (["status", "created_at", "id"], False, None)
+    assert not {"account__ix_0", "account__ix_1", "account__ix_2_sorted"} & set(indexes)
 
 
 # -- SQL injection -------------------------------------------------------------------

@@ -25,6 +25,7 @@ from ..security.model import SecurityService
 from ..security.policy import ACTIONS, FIELD_ACCESS, SCOPES
 from .common import platform_of, principal_of, read_json
 from .problems import BadRequest, PermissionDenied, json_response
+from .spec import error_responses as _errors, json_content as _json, ok_response as _ok, ref as _ref
 
 __all__ = ["admin_handlers", "admin_paths", "admin_schemas", "record_share_paths"]
 
@@ -291,20 +292,8 @@ admin_handlers = [
 
 
 # -- the OpenAPI operations ------------------------------------------------------
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"$ref": f"#/components/responses/Problem{code}"} for code in codes}
-
-
-def _ok(description: str, schema: dict[str, Any], code: str = "200") -> dict[str, Any]:
-    return {code: {"description": description, "content": _json(schema)}}
 
 
 def _path(name: str) -> dict[str, Any]:

@@ -12,9 +12,17 @@ from litestar import Request
 from ..auth import AuthenticationRequired, UserService
 from ..records.principal import Principal
 from ..runtime import Platform
-from .problems import BadRequest, PermissionDenied
+from ..sessions import SESSION_COOKIE, SessionService, WebSession, csrf_token_matches
+from .problems import BadRequest, CsrfFailed, PermissionDenied
 
-__all__ = ["etag", "expected_version", "platform_of", "principal_of", "read_json", "require_admin"]
+__all__ = [
+    "CSRF_FIELD", "CSRF_HEADER", "check_csrf", "etag", "expected_version", "platform_of", "principal_of", "read_json",
+    "require_admin", "session_of",
+]
+
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_FIELD = "csrf_token"
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
 
 _BEARER = re.compile(r"^Bearer\s+(\S+)$", re.IGNORECASE)
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -26,12 +34,34 @@ def platform_of(request: Request[Any, Any, Any]) -> Platform:
 
 
 async def principal_of(request: Request[Any, Any, Any]) -> Principal:
-    """The caller, from `Authorization: Bearer <token>`; 401 without a valid one."""
+    """The caller: from `Authorization: Bearer <token>`, else from the `xrm_session` cookie; 401 without either.
+
+    A request the cookie authenticates that may change something (any method
+    but GET/HEAD/OPTIONS) must also carry the session's CSRF token (header
+    X-CSRF-Token, or form field csrf_token), else 403: a browser sends the
+    cookie with requests other sites make it send, never the token.
+    """
     header = request.headers.get("authorization", "")
+    if header or SESSION_COOKIE not in request.cookies:
+        return await _principal_of_token(request, header)
+    found = await session_of(request)
+    if found is None:
+        raise AuthenticationRequired("The session has ended (logged out or expired); log in again")
+    principal, _ = found
+    if request.method not in _SAFE_METHODS:
+        await check_csrf(request)
+    return principal
+
+
+async def _principal_of_token(request: Request[Any, Any, Any], header: str) -> Principal:
     match = _BEARER.match(header.strip())
     if not match:
-        raise AuthenticationRequired("Send an API token as 'Authorization: Bearer <token>' (create one with `xrm token create --user NAME`)")
-    principal = await UserService(platform_of(request).db).principal_for_token(match.group(1))
+        raise AuthenticationRequired(
+            "Send an API token as 'Authorization: Bearer <token>' (create one with `xrm token create --user NAME`), "
+            "or log in (POST /api/v1/auth/login) for a session cookie"
+        )
+    platform = platform_of(request)
+    principal = await UserService(platform.db, platform.settings).principal_for_token(match.group(1))
     if principal is None:
         raise AuthenticationRequired("The API token is unknown or revoked")
     if principal.read_only and request.method not in _SAFE_METHODS:
@@ -39,6 +69,31 @@ async def principal_of(request: Request[Any, Any, Any]) -> Principal:
         # endpoint (now or later) can forget it; the policy checks it again.
         raise PermissionDenied("This API token is read-only; it may only read (GET)")
     return principal
+
+
+async def session_of(request: Request[Any, Any, Any]) -> tuple[Principal, WebSession] | None:
+    """The user and web session of the request's `xrm_session` cookie (resolved once per request)."""
+    if "xrm.session" not in request.scope.setdefault("state", {}):
+        token = request.cookies.get(SESSION_COOKIE)
+        platform = platform_of(request)
+        found = await SessionService(platform.db, platform.settings).resolve(token) if token else None
+        request.scope["state"]["xrm.session"] = found
+    return request.scope["state"]["xrm.session"]  # type: ignore[no-any-return]
+
+
+async def check_csrf(request: Request[Any, Any, Any]) -> None:
+    """403 unless the request carries the CSRF token of its session cookie."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    candidate = request.headers.get(CSRF_HEADER)
+    if candidate is None and request.content_type[0] in _FORM_TYPES:
+        value = (await request.form()).get(CSRF_FIELD)
+        candidate = value if isinstance(value, str) else None
+    if not token or not csrf_token_matches(token, candidate):
+        raise CsrfFailed(
+            f"CSRF token missing or invalid: a request authenticated by the session cookie that changes something "
+            f"needs the session's CSRF token in the {CSRF_HEADER} header (or the form field {CSRF_FIELD}); "
+            "the login and GET /api/v1/auth/me return it"
+        )
 
 
 def require_admin(principal: Principal) -> None:

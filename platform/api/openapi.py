@@ -18,6 +18,9 @@ from ..records.query import OPERATORS, Target, filter_targets, is_sortable, oper
 from ..records.validation import record_schema
 from ..registry import CompiledEntity, Registry
 from .admin import admin_paths, admin_schemas, record_share_paths
+from .auth import auth_paths, auth_schemas
+from .privacy import privacy_paths, privacy_schemas
+from .spec import error_responses as _errors, json_content as _json, ref as _ref
 from .common import platform_of
 from .problems import json_response
 from .records import BULK_LIMIT
@@ -32,6 +35,7 @@ _ERRORS = {
     "409": "Version conflict (If-Match) or refused schema change",
     "413": "Request body too large",
     "422": "Invalid input: one entry per problem, with a JSON pointer",
+    "429": "Too many failed logins: logging in with this name is locked for a while (Retry-After)",
 }
 
 _SYSTEM_PROPERTIES: dict[str, Any] = {
@@ -46,16 +50,7 @@ _SYSTEM_PROPERTIES: dict[str, Any] = {
 }
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
-
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
-
-
-def _errors(*codes: str) -> dict[str, Any]:
-    return {code: {"$ref": f"#/components/responses/Problem{code}"} for code in codes}
 
 
 def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
@@ -415,6 +410,15 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
     paths.update(_audit_paths())
     paths.update(admin_paths())
     schemas.update(admin_schemas())
+    paths.update(auth_paths())
+    schemas.update(auth_schemas())
+    paths.update(privacy_paths())
+    schemas.update(privacy_schemas())
+    from ..plugins import get_plugin_manager
+
+    for _, part in get_plugin_manager().each("xrm_openapi", registry=registry):
+        paths.update((part or {}).get("paths", {}))
+        schemas.update((part or {}).get("schemas", {}))
     return {
         "openapi": "3.1.0",
         "info": {"title": "xrm API", "version": f"1.{registry.generation}",

@@ -7,13 +7,15 @@ problems; anything unexpected becomes a logged 500 problem without internals.
 from __future__ import annotations
 
 import logging
+import math
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException
 
-from ..auth import AuthenticationRequired
+from ..auth import AuthenticationRequired, LoginLocked
 from ..errors import (
     DefinitionInvalid,
     NotFound,
@@ -24,7 +26,15 @@ from ..errors import (
     XrmError,
 )
 
-__all__ = ["PROBLEM_JSON", "BadRequest", "PermissionDenied", "json_response", "problem_response", "exception_handlers"]
+__all__ = [
+    "PROBLEM_JSON",
+    "BadRequest",
+    "CsrfFailed",
+    "PermissionDenied",
+    "exception_handlers",
+    "json_response",
+    "problem_response",
+]
 
 log = logging.getLogger("xrm.api")
 PROBLEM_JSON = "application/problem+json"
@@ -35,6 +45,12 @@ class BadRequest(XrmError):
     title = "Bad request"
 
 
+class CsrfFailed(PermissionDenied):
+    """A cookie-authenticated request that changes something came without its session's CSRF token."""
+
+    title = "CSRF token missing or invalid"
+
+
 _STATUS: list[tuple[type[XrmError], int]] = [
     (ValidationFailed, 422),
     (DefinitionInvalid, 422),
@@ -43,6 +59,7 @@ _STATUS: list[tuple[type[XrmError], int]] = [
     (SchemaChangeRefused, 409),
     (AuthenticationRequired, 401),
     (PermissionDenied, 403),
+    (LoginLocked, 429),
     (BadRequest, 400),
 ]
 
@@ -52,10 +69,14 @@ def json_response(content: Any, status_code: int = 200, headers: dict[str, str] 
     return Response(_encoder.encode(content), status_code=status_code, media_type=MediaType.JSON, headers=headers)
 
 
-def problem_response(status: int, title: str, detail: str, **extra: Any) -> Response[bytes]:
+def problem_response(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response[bytes]:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    headers = {"WWW-Authenticate": 'Bearer realm="xrm"'} if status == 401 else None
-    return Response(_encoder.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="xrm"'
+    return Response(_encoder.encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
 
 
 def _xrm_error(request: Request[Any, Any, Any], error: XrmError) -> Response[bytes]:
@@ -70,7 +91,12 @@ def _xrm_error(request: Request[Any, Any, Any], error: XrmError) -> Response[byt
         ]
     if isinstance(error, VersionConflict):
         extra["current_version"] = error.current
-    return problem_response(status, error.title, error.message, **extra)
+    headers = None
+    if isinstance(error, LoginLocked):
+        extra["locked_until"] = error.until.isoformat()
+        wait = math.ceil((error.until - datetime.now(timezone.utc)).total_seconds())
+        headers = {"Retry-After": str(max(wait, 1))}
+    return problem_response(status, error.title, error.message, headers, **extra)
 
 
 def _http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[bytes]:

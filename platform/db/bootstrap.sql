@@ -89,8 +89,67 @@ CREATE INDEX IF NOT EXISTS audit_log__record ON xrm_sys.audit_log (record_id, id
 CREATE INDEX IF NOT EXISTS audit_log__entity ON xrm_sys.audit_log (entity, id);
 CREATE INDEX IF NOT EXISTS audit_log__principal ON xrm_sys.audit_log (principal_id, id);
 CREATE INDEX IF NOT EXISTS audit_log__at ON xrm_sys.audit_log (at);
-CREATE OR REPLACE FUNCTION xrm_sys.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Two controlled exceptions, both able only to remove information, never to
+-- add or alter it (docs/audit.md, docs/privacy.md):
+--  * redaction (erasure of a person): inside a transaction that says
+--    SET LOCAL xrm.audit_redaction = 'on', an UPDATE may replace values in
+--    `changes` / `details` by the string "[redacted]"; every other column and
+--    every other value must stay exactly as it was (checked below);
+--  * retention: inside SET LOCAL xrm.audit_archive = 'on', a DELETE may remove
+--    an entry of an entity whose live definition keeps its trail for N days
+--    (x-xrm audit_retention), and only once the entry is older than that.
+CREATE OR REPLACE FUNCTION xrm_sys.jsonb_is_redaction_of(redacted jsonb, original jsonb) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    key text;
+    i integer;
 BEGIN
+    IF redacted IS NOT DISTINCT FROM original OR redacted = '"[redacted]"'::jsonb THEN
+        RETURN true;
+    END IF;
+    IF redacted IS NULL OR original IS NULL OR jsonb_typeof(redacted) <> jsonb_typeof(original) THEN
+        RETURN false;
+    END IF;
+    IF jsonb_typeof(original) = 'object' THEN
+        IF (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(redacted) k)
+           IS DISTINCT FROM (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(original) k) THEN
+            RETURN false;
+        END IF;
+        FOR key IN SELECT jsonb_object_keys(original) LOOP
+            IF NOT xrm_sys.jsonb_is_redaction_of(redacted -> key, original -> key) THEN
+                RETURN false;
+            END IF;
+        END LOOP;
+        RETURN true;
+    END IF;
+    IF jsonb_typeof(original) = 'array' AND jsonb_array_length(redacted) = jsonb_array_length(original) THEN
+        FOR i IN 0 .. jsonb_array_length(original) - 1 LOOP
+            IF NOT xrm_sys.jsonb_is_redaction_of(redacted -> i, original -> i) THEN
+                RETURN false;
+            END IF;
+        END LOOP;
+        RETURN true;
+    END IF;
+    RETURN false;
+END $$;
+CREATE OR REPLACE FUNCTION xrm_sys.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    keep_days integer;
+BEGIN
+    IF TG_OP = 'UPDATE' AND current_setting('xrm.audit_redaction', true) = 'on'
+       AND (NEW.id, NEW.at, NEW.principal_id, NEW.principal_name, NEW.action, NEW.entity, NEW.record_id)
+           IS NOT DISTINCT FROM (OLD.id, OLD.at, OLD.principal_id, OLD.principal_name, OLD.action, OLD.entity, OLD.record_id)
+       AND xrm_sys.jsonb_is_redaction_of(NEW.changes, OLD.changes)
+       AND xrm_sys.jsonb_is_redaction_of(NEW.details, OLD.details) THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'DELETE' AND current_setting('xrm.audit_archive', true) = 'on' AND OLD.entity IS NOT NULL THEN
+        SELECT (definition -> 'x-xrm' -> 'audit_retention' ->> 'days')::integer INTO keep_days
+        FROM xrm_sys.entity WHERE name = OLD.entity AND removed_at IS NULL;
+        IF keep_days IS NOT NULL AND OLD.at < now() - make_interval(days => keep_days) THEN
+            RETURN OLD;
+        END IF;
+    END IF;
     RAISE EXCEPTION 'xrm_sys.audit_log is append-only: % is not allowed', TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END $$;
@@ -219,3 +278,159 @@ CREATE TABLE IF NOT EXISTS xrm_sys.role_field_grant (
     PRIMARY KEY (role, entity, field)
 );
 -- ===== end of the field-level security block =====
+-- ===== Web sessions and login protection (xrm.sessions, xrm.auth; docs/security.md) =====
+-- Consecutive failed logins per user; N of them lock the login until locked_until.
+ALTER TABLE xrm_sys.app_user ADD COLUMN IF NOT EXISTS failed_logins integer NOT NULL DEFAULT 0;
+ALTER TABLE xrm_sys.app_user ADD COLUMN IF NOT EXISTS last_failed_login_at timestamptz;
+ALTER TABLE xrm_sys.app_user ADD COLUMN IF NOT EXISTS locked_until timestamptz;
+-- The same counters for names that are no (enabled) user, so the lock-out
+-- cannot tell who exists. Rows are pruned once quiet for the lock-out period.
+CREATE TABLE IF NOT EXISTS xrm_sys.login_failure (
+    name                 text PRIMARY KEY,
+    failed_logins        integer NOT NULL DEFAULT 0,
+    last_failed_login_at timestamptz,
+    locked_until         timestamptz
+);
+CREATE INDEX IF NOT EXISTS login_failure_last ON xrm_sys.login_failure (last_failed_login_at);
+-- A browser login. id is the SHA-256 of the cookie's random token (the token
+-- itself is never stored); the CSRF token is derived from the token.
+CREATE TABLE IF NOT EXISTS xrm_sys.web_session (
+    id           bytea PRIMARY KEY,
+    user_id      uuid NOT NULL REFERENCES xrm_sys.app_user (id) ON DELETE CASCADE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz NOT NULL,
+    revoked_at   timestamptz,
+    user_agent   text NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS web_session_user ON xrm_sys.web_session (user_id);
+-- ===== end of the web sessions block =====
+-- ===== Web UI (webui/; docs/webui.md) =====
+-- The user's language for the UI (en, de); NULL: the browser's Accept-Language.
+ALTER TABLE xrm_sys.app_user ADD COLUMN IF NOT EXISTS language text CHECK (language IN ('en', 'de'));
+-- ===== end of the web UI block =====
+-- ===== Saved views of lists (webui/views_lists.py; docs/webui.md "Saved views") =====
+-- A named list URL query string (filters, search, sort, columns) of one entity.
+-- Personal views are seen by their owner only; shared ones by every user who
+-- may read the entity (only the owner or an admin may delete a shared one).
+CREATE TABLE IF NOT EXISTS xrm_sys.saved_view (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    entity     text NOT NULL CHECK (entity ~ '^[a-z][a-z0-9_]{0,62}$'),
+    name       text NOT NULL CHECK (length(btrim(name)) BETWEEN 1 AND 100),
+    query      text NOT NULL DEFAULT '' CHECK (length(query) <= 4000),
+    owner_id   uuid NOT NULL REFERENCES xrm_sys.app_user (id) ON DELETE CASCADE,
+    shared     boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (owner_id, entity, name)
+);
+CREATE INDEX IF NOT EXISTS saved_view_entity ON xrm_sys.saved_view (entity) WHERE shared;
+-- ===== end of the saved views block =====
+-- ===== Relationships (plugin xrm.builtins.relationships; docs/relationships.md) =====
+-- Connection roles: named pairs an admin creates ("advisor of" / "advised by"),
+-- with the entities allowed at each end (NULL: any entity).
+CREATE TABLE IF NOT EXISTS xrm_sys.connection_role (
+    name            text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    label           jsonb NOT NULL,
+    inverse_label   jsonb NOT NULL,
+    source_entities text[],
+    target_entities text[],
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    created_by      uuid
+);
+-- One generic table for many-to-many links (kind 'link', name = the link declared
+-- in the source entity's x-xrm links) and any-to-any connections (kind
+-- 'connection', name = a connection role). Rows point at records of any entity,
+-- so there is no foreign key: a link shows only while both ends are live and
+-- readable. Removing a link deletes its row; the audit trail keeps it.
+CREATE TABLE IF NOT EXISTS xrm_sys.record_link (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    kind          text NOT NULL CHECK (kind IN ('link', 'connection')),
+    name          text NOT NULL,
+    source_entity text NOT NULL,
+    source_id     uuid NOT NULL,
+    target_entity text NOT NULL,
+    target_id     uuid NOT NULL,
+    attributes    jsonb NOT NULL DEFAULT '{}'::jsonb,
+    valid_from    date,
+    valid_until   date,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    created_by    uuid,
+    CHECK (valid_from IS NULL OR valid_until IS NULL OR valid_from <= valid_until)
+);
+CREATE INDEX IF NOT EXISTS record_link__source ON xrm_sys.record_link (source_id, kind, name);
+CREATE INDEX IF NOT EXISTS record_link__target ON xrm_sys.record_link (target_id, kind, name);
+-- A pair is linked at most once per link; a connection at most once per role and start date.
+CREATE UNIQUE INDEX IF NOT EXISTS record_link__unique_link ON xrm_sys.record_link (name, source_entity, source_id, target_id) WHERE kind = 'link';
+CREATE UNIQUE INDEX IF NOT EXISTS record_link__unique_connection
+    ON xrm_sys.record_link (name, source_id, target_id, coalesce(valid_from, '-infinity'::date)) WHERE kind = 'connection';
+-- ===== end of the relationships block =====
+-- ===== Jobs and automations (plugin xrm.builtins.automations; docs/workflows.md) =====
+-- Which transaction wrote an outbox event: a reader that only takes events of
+-- transactions older than its snapshot's xmin never skips one that commits late.
+ALTER TABLE xrm_sys.outbox ADD COLUMN IF NOT EXISTS xact xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX IF NOT EXISTS outbox_xact ON xrm_sys.outbox (xact);
+-- How far each outbox reader got: every event of a transaction below `horizon` is read.
+-- Created at install time, so events from then on are read (older history is not replayed).
+CREATE TABLE IF NOT EXISTS xrm_sys.automation_cursor (
+    consumer   text PRIMARY KEY,
+    horizon    xid8 NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO xrm_sys.automation_cursor (consumer, horizon)
+VALUES ('automations', pg_snapshot_xmin(pg_current_snapshot())) ON CONFLICT (consumer) DO NOTHING;
+-- The durable job queue: workers claim with FOR UPDATE SKIP LOCKED and a lease.
+CREATE TABLE IF NOT EXISTS xrm_sys.job (
+    id              bigserial PRIMARY KEY,
+    kind            text NOT NULL,
+    payload         jsonb NOT NULL DEFAULT '{}'::jsonb,
+    idempotency_key text NOT NULL UNIQUE,
+    automation      text,
+    state           text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'done', 'failed', 'dead')),
+    attempts        integer NOT NULL DEFAULT 0,
+    max_attempts    integer NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+    run_after       timestamptz NOT NULL DEFAULT now(),
+    locked_by       text,
+    locked_until    timestamptz,
+    last_error      text,
+    result          jsonb,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    finished_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS job_ready ON xrm_sys.job (run_after, id) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS job_state ON xrm_sys.job (state, id);
+CREATE INDEX IF NOT EXISTS job_automation ON xrm_sys.job (automation, id);
+-- Automations admins create (those in entity definitions live in x-xrm automations).
+CREATE TABLE IF NOT EXISTS xrm_sys.automation (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name       text NOT NULL UNIQUE CHECK (name ~ '^[a-z][a-z0-9_]{0,62}$'),
+    entity     text NOT NULL CHECK (entity ~ '^[a-z][a-z0-9_]{0,62}$'),
+    trigger    jsonb NOT NULL,
+    condition  jsonb NOT NULL DEFAULT '[]'::jsonb,
+    actions    jsonb NOT NULL,
+    run_as     text NOT NULL,
+    enabled    boolean NOT NULL DEFAULT true,
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+-- Per automation (key "db:<name>" or "def:<entity>:<name>"): webhook secret,
+-- last scheduled run / date scan, round-robin position.
+CREATE TABLE IF NOT EXISTS xrm_sys.automation_state (
+    key         text PRIMARY KEY,
+    secret      text NOT NULL DEFAULT replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''),
+    last_run    timestamptz,
+    round_robin bigint NOT NULL DEFAULT 0
+);
+-- Rendered e-mails; a job sends each one (Message-ID <id@xrm>, so a resend after a crash is recognisable).
+CREATE TABLE IF NOT EXISTS xrm_sys.mail_outbox (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    automation text,
+    recipients text[] NOT NULL,
+    subject    text NOT NULL,
+    body       text NOT NULL,
+    state      text NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'sent')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    sent_at    timestamptz
+);
+-- ===== end of the jobs and automations block =====

@@ -15,6 +15,8 @@ from ..registry import Registry
 __all__ = ["load_demo_data"]
 
 ORDER = ("account", "contact", "deal")
+PACK_ORDER = ("lead", "activity", "ticket", "campaign", "campaign_member", "product", "price_list", "price_list_item")
+"""Entities of the built-in CRM pack (plugin crm, docs/crm-pack.md): loaded when they are defined."""
 
 
 async def load_demo_data(db: Database, registry: Registry) -> dict[str, int]:
@@ -24,7 +26,7 @@ async def load_demo_data(db: Database, registry: Registry) -> dict[str, int]:
     created: dict[str, int] = {}
     ids_by_name: dict[str, dict[str, Any]] = {}
     async with db.transaction():
-        for entity in ORDER:
+        for entity in ORDER + tuple(e for e in PACK_ORDER if e in registry and e in data):
             service = RecordService(db, registry, entity, SYSTEM_PRINCIPAL)
             display = service.entity.definition.display_field
             existing = await service.count()
@@ -36,13 +38,15 @@ async def load_demo_data(db: Database, registry: Registry) -> dict[str, int]:
             ids_by_name[entity] = {}
             for record in data[entity]:
                 values = dict(record)
+                then = values.pop("_then", [])  # later updates, e.g. a ticket's status changes along its state machine
                 for name, f in service.entity.fields.items():
                     if f.references and isinstance(values.get(name), str):
                         values[name] = ids_by_name[f.references][values[name]]
-                for key in ("annual_revenue", "amount"):
-                    if isinstance(values.get(key), dict):
-                        values[key] = {**values[key], "amount": Decimal(values[key]["amount"])}
+                    if f.type.name == "currency" and isinstance(values.get(name), dict):
+                        values[name] = {**values[name], "amount": Decimal(values[name]["amount"])}
                 row = await service.create(values)
+                for changes in then:
+                    row = await service.update(row["id"], changes)
                 ids_by_name[entity][row[display]] = row["id"]
             created[entity] = len(data[entity])
     return created

@@ -166,7 +166,7 @@ def _target(entity: Any, name: Any) -> Target:
     if dot:
         codes = f.xrm.get("currencies") or sorted(ISO_4217)
         return Target(name, f.columns()[1].name, "code", "currency code", True, tuple(codes))
-    kind = _KIND_OF_TYPE[f.type.name]
+    kind = _kind_of(f.type)
     options = None
     if kind == "select":
         options = tuple(f.schema["enum"])
@@ -175,6 +175,15 @@ def _target(entity: Any, name: Any) -> Target:
     # Entity columns count as nullable even when required: a wrong "no NULLs"
     # would make the cursor skip rows, a wrong "NULLs possible" costs nothing.
     return Target(name, f.columns()[0].name, kind, f.type.name, True, options)
+
+
+_KIND_OF_JSON_TYPE = {"string": "text", "integer": "integer", "number": "decimal", "boolean": "boolean", "object": "json", "array": "json"}
+
+
+def _kind_of(field_type: Any) -> str:
+    """The query kind of a field type: built-ins by name, others as they declare (query_kind) or by JSON type."""
+    kind = _KIND_OF_TYPE.get(field_type.name) or field_type.query_kind or _KIND_OF_JSON_TYPE.get(field_type.json_type)
+    return kind or "json"
 
 
 def filter_targets(entity: Any) -> list[Target]:

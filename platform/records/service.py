@@ -9,6 +9,7 @@ with its outbox event in one transaction.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -18,15 +19,17 @@ from typing import Any
 import asyncpg
 
 from ..db.database import Database, json_dumps
-from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, VersionConflict, pointer
+from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, Veto, VersionConflict, pointer
 from ..identifiers import quote_ident, short_name
 from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
 from ..schema.ddl import object_name, unique_index_name
+from ..schema.definition import FieldDefinition
 from . import query
 from ..audit import AuditEntry, AuditLog, field_changes
 from .policy import OpenPolicy, Policy, field_access
 from .principal import Principal
 from .query import Condition
+from .. import plugins
 
 __all__ = ["Page", "RecordService"]
 
@@ -40,7 +43,9 @@ class Page:
     next_cursor: str | None
     """Pass as `after` (with the same order_by) for the next page; None on the last."""
     total: int | None = None
-    """Every matching record (with_total=True), else None."""
+    """Every matching record (with_total=True), else None; with total_limit at most that many."""
+    total_capped: bool = False
+    """True when more records match than total_limit: total is then a lower bound ("10,000+")."""
 
 
 class RecordService:
@@ -93,6 +98,7 @@ class RecordService:
         fields: Sequence[str] | None = None,
         with_total: bool = False,
         expand: Sequence[str] | None = None,
+        total_limit: int | None = None,
     ) -> Page:
         """One page of records (see xrm.records.query for the language).
 
@@ -101,7 +107,9 @@ class RecordService:
         created_at), id always breaks ties; `after`: the previous page's
         next_cursor (same order_by); `fields`: names to return (id and version
         always); `with_total`: count every matching row into Page.total;
-        `expand`: reference fields whose records to add as "<field>_expanded".
+        `expand`: reference fields whose records to add as "<field>_expanded";
+        `total_limit`: count at most this many (a full count of a million rows
+        takes ~0.1 s; screens show "10,000+" instead).
         """
         self.policy.authorize(self.principal, self.name, "read")
         problems: list[Problem] = []
@@ -148,7 +156,7 @@ class RecordService:
                     break
             total = None
             if with_total:
-                total = await connection.fetchval(f"SELECT count(*) FROM {self.entity.table} WHERE {base}", *params)
+                total = await connection.fetchval(_count_sql(self.entity.table, base, total_limit), *params)
             return rows, total
 
         async with self.db.connection() as connection:
@@ -167,7 +175,28 @@ class RecordService:
             next_cursor = query.encode_cursor(keys, [last[k.column] for k in keys])
         for name in expanded:
             await self._expand(name, page_rows, records)
-        return Page(records, next_cursor, total)
+        capped = total_limit is not None and total is not None and total > total_limit
+        return Page(records, next_cursor, total_limit if capped else total, capped)
+
+    async def allowed_actions(self, record_id: Any, actions: Sequence[str] = ("update", "delete", "share", "assign")) -> set[str]:
+        """Which of `actions` the principal may take on this record (for showing only the buttons that work).
+
+        One query: each action's row predicate evaluated on the row.
+        """
+        key = _as_uuid(record_id)
+        params: list[Any] = [key]
+        granted = [a for a in actions if not self.principal.read_only and self.policy_scope(a) != "none"]
+        if not granted:
+            return set()
+        columns = ", ".join(f"({self.policy.row_filter(self.principal, self.name, a, params)}) AS {quote_ident(a)}" for a in granted)
+        async with self.db.connection() as connection:
+            row = await connection.fetchrow(f"SELECT {columns} FROM {self.entity.table} WHERE id = $1", *params)
+        return {a for a in granted if row is not None and row[a]}
+
+    def policy_scope(self, action: str) -> str:
+        """The principal's scope for an action on this entity ("none" .. "all"); "all" under OpenPolicy."""
+        scope = getattr(self.policy, "scope", None)
+        return scope(self.principal, self.name, action) if scope else "all"
 
     async def count(
         self,
@@ -175,8 +204,9 @@ class RecordService:
         where: Mapping[str, Any] | Sequence[Condition] | None = None,
         search: str | None = None,
         include_deleted: bool = False,
+        limit: int | None = None,
     ) -> int:
-        """How many records match (the same `where` and `search` as list)."""
+        """How many records match (the same `where` and `search` as list); with `limit`, at most limit + 1."""
         self.policy.authorize(self.principal, self.name, "read")
         problems: list[Problem] = []
         params: list[Any] = []
@@ -185,8 +215,7 @@ class RecordService:
             raise ValidationFailed(self.name, problems)
         async with self.db.connection() as connection:
             return await connection.fetchval(
-                f"SELECT count(*) FROM {self.entity.table} WHERE " + " AND ".join(f"({c})" for c in conditions),
-                *params,
+                _count_sql(self.entity.table, " AND ".join(f"({c})" for c in conditions), limit), *params
             )
 
     def _conditions(
@@ -367,8 +396,10 @@ class RecordService:
         self.policy.authorize(self.principal, self.name, "create")
         prepared: list[dict[str, Any]] = []
         problems: list[Problem] = []
+        hooked = _hooked()
+        proposed: list[dict[str, Any]] = []
         for index, data in enumerate(records):
-            row, row_problems = self._prepare_new(data)
+            row, row_problems = self._prepare_new(data, proposed if hooked else None)
             if row_problems:
                 prefix = pointer(index) if batch else ""
                 problems.extend(Problem(prefix + p.pointer, p.message) for p in row_problems)
@@ -396,6 +427,9 @@ class RecordService:
             SELECT * FROM inserted"""
         by_id: dict[uuid.UUID, dict[str, Any]] = {}
         async with self.db.transaction() as tx:
+            if hooked:
+                for index, record in enumerate(proposed):
+                    await self._before_write("create", record, None, index if batch else None)
             for start in range(0, len(prepared), BATCH_LIMIT):
                 chunk = prepared[start : start + BATCH_LIMIT]
                 try:
@@ -409,11 +443,17 @@ class RecordService:
                 )
                 for record in created:
                     by_id[record["id"]] = record
+                if hooked:
+                    for index, record in enumerate(created, start):
+                        await self._after_write(tx.connection, "create", record, None, index if batch else None)
         hidden = self.hidden_fields
         return [self._shown(by_id[uuid.UUID(row["id"])], hidden) for row in prepared]
 
-    def _prepare_new(self, data: Any) -> tuple[dict[str, Any], list[Problem]]:
-        """Validate a new record; return its column values (JSON-ready) or problems."""
+    def _prepare_new(self, data: Any, proposed: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], list[Problem]]:
+        """Validate a new record; return its column values (JSON-ready) or problems.
+
+        With `proposed`, append the record as the write hooks see it (JSON form, with id).
+        """
         if not isinstance(data, Mapping):
             return {}, [Problem("", "a record must be a JSON object")]
         problems = []
@@ -433,8 +473,14 @@ class RecordService:
         for name, f in self.entity.fields.items():
             if values.get(name) is None and f.has_default:
                 values[name] = f.default
+        for stamp, watched in self._change_stamps:
+            if values.get(watched) is not None and values.get(stamp) is None:
+                values[stamp] = _now_text()
         row, value_problems = self._columns(values)
         row["id"] = str(record_id)
+        if proposed is not None:
+            json_form = self.entity.validator.to_json_form({name: values.get(name) for name in self.entity.fields})
+            proposed.append({"id": record_id, **json_form})
         return row, problems + value_problems
 
     def _columns(self, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
@@ -471,6 +517,10 @@ class RecordService:
             _check_version(self.name, record_id, current, expected_version)
             merged = {name: current[name] for name in self.entity.fields}
             merged.update(changes)
+            for stamp, watched in self._change_stamps:
+                field_type = self.entity.fields[watched].type
+                if stamp not in changes and watched in changes and field_type.to_json(changes[watched]) != field_type.to_json(current[watched]):
+                    merged[stamp] = _now_text()
             row, problems = self._columns(merged)
             if problems:
                 raise ValidationFailed(self.name, problems)
@@ -483,6 +533,9 @@ class RecordService:
                 ]
                 if problems:
                     raise ValidationFailed(self.name, problems)
+            if _hooked():
+                proposed = {"id": current["id"], **self.entity.validator.to_json_form(merged)}
+                await self._before_write("update", proposed, current)
             assignments = ", ".join(f"{quote_ident(column)} = r.{quote_ident(column)}" for column in row)
             record_type = ", ".join(
                 f"{quote_ident(col.name)} {col.sql_type}" for f in self.entity.fields.values() for col in f.columns()
@@ -508,6 +561,8 @@ class RecordService:
                 tx.connection, self.principal, "record.updated", entity=self.name, record_id=record["id"],
                 changes=field_changes(current, record, self._audited),
             )
+            if _hooked():
+                await self._after_write(tx.connection, "update", record, current)
         return self._shown(record)
 
     async def delete(self, record_id: Any, *, expected_version: int | None = None) -> dict[str, Any]:
@@ -516,6 +571,8 @@ class RecordService:
         async with self.db.transaction() as tx:
             current = await self._current_for_write(tx.connection, record_id, "delete")
             _check_version(self.name, record_id, current, expected_version)
+            if _hooked():
+                await self._before_write("delete", current, current)
             row = await tx.connection.fetchrow(
                 f"UPDATE {self.entity.table} SET deleted_at = now(), version = version + 1, "
                 f"updated_at = now(), updated_by = $2 WHERE id = $1 RETURNING {self.entity.select_list}",
@@ -525,12 +582,16 @@ class RecordService:
             record = self.entity.record_from_row(row)
             await self._event(tx.connection, "record.deleted", record, {})
             await AuditLog.write(tx.connection, self.principal, "record.deleted", entity=self.name, record_id=record["id"])
+            if _hooked():
+                await self._after_write(tx.connection, "delete", record, current)
         return self._shown(record)
 
     async def restore(self, record_id: Any) -> dict[str, Any]:
         self.policy.authorize(self.principal, self.name, "delete")
         async with self.db.transaction() as tx:
             current = await self._current_for_write(tx.connection, record_id, "delete", deleted=True)
+            if _hooked():
+                await self._before_write("restore", current, current)
             try:
                 row = await tx.connection.fetchrow(
                     f"UPDATE {self.entity.table} SET deleted_at = NULL, version = version + 1, "
@@ -543,7 +604,56 @@ class RecordService:
             record = self.entity.record_from_row(row)
             await self._event(tx.connection, "record.restored", record, {})
             await AuditLog.write(tx.connection, self.principal, "record.restored", entity=self.name, record_id=record["id"])
+            if _hooked():
+                await self._after_write(tx.connection, "restore", record, current)
         return self._shown(record)
+
+    async def erase_personal(self, record_id: Any) -> list[str]:
+        """Anonymise the record's personal fields (x-xrm personal), deleted or not; return their names.
+
+        For data-protection erasure and retention (xrm.privacy), which also
+        redact the old values from the audit trail and the outbox. The event
+        and the audit entry name the fields, never their values.
+        """
+        self.policy.authorize(self.principal, self.name, "update")
+        fields = self.entity.definition.personal_fields
+        key = _as_uuid(record_id)
+        values: list[Any] = [key, self.principal.id]
+        assignments = []
+        for name in fields:
+            f = self.entity.fields[name]
+            by_role = f.type.to_db(f, erasure_value(f, key))
+            for column in f.columns():
+                values.append(by_role[column.role])
+                assignments.append(f"{quote_ident(column.name)} = ${len(values)}::{column.sql_type}")
+        params: list[Any] = [key]
+        predicate = self.policy.row_filter(self.principal, self.name, "update", params)
+        async with self.db.transaction() as tx:
+            visible = await tx.connection.fetchval(f"SELECT 1 FROM {self.entity.table} WHERE id = $1 AND ({predicate}) FOR UPDATE", *params)
+            if visible is None:
+                raise NotFound(f"No {self.name} record with id {record_id}")
+            row = await tx.connection.fetchrow(
+                f"UPDATE {self.entity.table} SET {', '.join(assignments + ['version = version + 1', 'updated_at = now()', 'updated_by = $2'])} "
+                f"WHERE id = $1 RETURNING {self.entity.select_list}",
+                *values,
+            )
+            record = self.entity.record_from_row(row)
+            await self._event(tx.connection, "record.erased", record, {"fields": fields})
+            await AuditLog.write(tx.connection, self.principal, "record.erased", entity=self.name, record_id=key, details={"fields": fields})
+        return fields
+
+    async def purge(self, record_id: Any) -> None:
+        """Delete the row for good (retention "delete"); the caller redacts its trail."""
+        self.policy.authorize(self.principal, self.name, "delete")
+        key = _as_uuid(record_id)
+        params: list[Any] = [key]
+        predicate = self.policy.row_filter(self.principal, self.name, "delete", params)
+        async with self.db.transaction() as tx:
+            deleted = await tx.connection.fetchval(f"DELETE FROM {self.entity.table} WHERE id = $1 AND ({predicate}) RETURNING version", *params)
+            if deleted is None:
+                raise NotFound(f"No {self.name} record with id {record_id}")
+            await self._event(tx.connection, "record.purged", {"id": key, "version": deleted}, {})
+            await AuditLog.write(tx.connection, self.principal, "record.purged", entity=self.name, record_id=key)
 
     async def history(self, record_id: Any) -> list[AuditEntry]:
         """The record's audit trail, oldest first, for a user who may read the record (deleted or not)."""
@@ -566,11 +676,39 @@ class RecordService:
             for entry in entries
         ]
 
+    # -- plugin hooks (xrm.hookspecs: xrm_before_write, xrm_after_write) ---------
+    async def _before_write(self, action: str, record: Mapping[str, Any], previous: Mapping[str, Any] | None, index: int | None = None) -> None:
+        """Let plugins refuse the write (a Veto or ValidationFailed becomes a 422 naming this entity)."""
+        try:
+            await plugins.call_write_hook(
+                "xrm_before_write", entity=self.name, action=action, record=record, previous=previous, principal=self.principal,
+                definition=self.entity.definition, db=self.db, registry=self.registry,
+            )
+        except ValidationFailed as error:
+            raise _refusal(self.name, error, index) from None
+
+    async def _after_write(
+        self, connection: asyncpg.Connection, action: str, record: Mapping[str, Any], previous: Mapping[str, Any] | None,
+        index: int | None = None,
+    ) -> None:
+        try:
+            await plugins.call_write_hook(
+                "xrm_after_write", entity=self.name, action=action, record=record, previous=previous,
+                principal=self.principal, connection=connection, definition=self.entity.definition, db=self.db, registry=self.registry,
+            )
+        except ValidationFailed as error:
+            raise _refusal(self.name, error, index) from None
+
     # -- helpers -------------------------------------------------------------
     @property
     def _audited(self) -> list[str]:
         """Fields whose old and new values the audit trail keeps (x-xrm "audit": false opts out)."""
         return [name for name, f in self.entity.fields.items() if f.xrm.get("audit", True)]
+
+    @property
+    def _change_stamps(self) -> list[tuple[str, str]]:
+        """(datetime field, watched field) pairs: x-xrm set_on_change_of, e.g. consent_email_at."""
+        return [(name, f.xrm["set_on_change_of"]) for name, f in self.entity.fields.items() if "set_on_change_of" in f.xrm]
 
     def _select_columns(self) -> list[str]:
         return list(SYSTEM_FIELDS) + [col for _, _, cols in self.entity.column_fields for _, col in cols]
@@ -648,6 +786,46 @@ class RecordService:
 
 _HIDDEN = "{name}: is a sensitive field you may not read, so it cannot be {what} (it needs a field grant, see docs/security.md)"
 _READ_ONLY = "{name}: is a sensitive field you may read but not change (it needs an update field grant, see docs/security.md)"
+
+
+ERASED = "[erased]"
+
+
+def _hooked() -> bool:
+    """Whether any plugin implements the write hooks (else the service skips building what they get)."""
+    return plugins.has_implementations("xrm_before_write") or plugins.has_implementations("xrm_after_write")
+
+
+def _refusal(entity: str, error: ValidationFailed, index: int | None) -> ValidationFailed:
+    """A hook's refusal for this entity; in a batch the pointers name the record ("/3/email")."""
+    prefix = pointer(index) if index is not None else ""
+    if isinstance(error, Veto):
+        return error.for_entity(entity, prefix=prefix, row=index)
+    return ValidationFailed(entity, [Problem(prefix + p.pointer, p.message) for p in error.problems], row=index)
+
+
+def erasure_value(f: FieldDefinition, record_id: uuid.UUID) -> Any:
+    """What an erased personal field holds: nothing, or for a required one a placeholder.
+
+    Placeholders are per record where the field is unique or an e-mail (a
+    unique index or the e-mail pattern would refuse a shared one).
+    """
+    if not f.required:
+        return None
+    if f.type.name == "email":
+        return f"erased-{record_id}@erased.invalid"
+    return f"[erased {record_id}]" if f.unique else ERASED
+
+
+def _count_sql(table: str, where: str, limit: int | None) -> str:
+    """count(*) of the matching rows; with a limit it stops after limit + 1 of them."""
+    if limit is None:
+        return f"SELECT count(*) FROM {table} WHERE {where}"
+    return f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {where} LIMIT {int(limit) + 1}) AS capped"
+
+
+def _now_text() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
 def _check_version(entity: str, record_id: Any, current: Mapping[str, Any], expected: int | None) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from jsonschema import Draft202012Validator, ValidationError, validators
 
 from ..errors import Problem, pointer
-from ..schema.field_types import in_utc_range, parse_aware_datetime
+from ..schema.field_types import FieldType, in_utc_range, parse_aware_datetime
 
 if TYPE_CHECKING:
     from ..schema.definition import EntityDefinition, FieldDefinition
@@ -159,6 +159,8 @@ class RecordValidator:
         self.entity = entity
         self.schema = record_schema(entity)
         self._validator = _Validator(self.schema, format_checker=_FORMATS)
+        self._checked = [name for name, f in entity.fields.items() if type(f.type).check is not FieldType.check]
+        """Fields whose type checks more than its JSON Schema says (FieldType.check)."""
 
     def to_json_form(self, data: Mapping[str, Any]) -> dict[str, Any]:
         fields = self.entity.fields
@@ -171,6 +173,8 @@ class RecordValidator:
         fields = self.entity.fields
         present = {k: v for k, v in data.items() if v is not None or k not in fields}
         problems = _problems(self._validator, present)
+        if self._checked:
+            problems = _with_type_checks({n: fields[n] for n in self._checked}, present, problems)
         seen = {p.pointer for p in problems}
         extra = [p for p in unstorable_problems(present, ()) if p.pointer not in seen]
         return sorted(problems + extra, key=lambda p: p.pointer) if extra else problems
@@ -179,4 +183,21 @@ class RecordValidator:
 def value_problems(field: FieldDefinition, value: Any) -> list[Problem]:
     """Problems of one value of one field (used for defaults)."""
     validator = _Validator(_field_schema(field), format_checker=_FORMATS)
-    return _problems(validator, field.type.to_json(value))  # type: ignore[arg-type]
+    value = field.type.to_json(value)
+    problems = _problems(validator, value)  # type: ignore[arg-type]
+    messages = field.type.check(field, value) if value is not None else []
+    return [Problem("", m) for m in messages] if messages else problems
+
+
+def _with_type_checks(fields: Mapping[str, FieldDefinition], present: Mapping[str, Any], problems: list[Problem]) -> list[Problem]:
+    """Add what each field type checks beyond JSON Schema (FieldType.check); its messages replace the schema's for that field."""
+    for name, value in present.items():
+        f = fields.get(name)
+        if f is None or value is None:
+            continue
+        messages = f.type.check(f, value)
+        if messages:
+            at = pointer(name)
+            problems = [p for p in problems if p.pointer != at and not p.pointer.startswith(at + "/")]
+            problems.extend(Problem(at, m) for m in messages)
+    return sorted(problems, key=lambda p: p.pointer)

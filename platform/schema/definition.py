@@ -30,6 +30,7 @@ from ..identifiers import (
     identifier_problem,
 )
 from ..records.validation import unstorable_problems
+from .field_groups import consent_properties
 from .field_types import FIELD_TYPES, ISO_4217, Column, FieldType, infer_field_type
 
 __all__ = [
@@ -48,14 +49,45 @@ PG_SYSTEM_COLUMNS = frozenset({"tableoid", "xmin", "cmin", "xmax", "cmax", "ctid
 
 
 @cache
+def _meta_schema_file() -> str:
+    return resources.files("xrm.schema").joinpath("metaschema.json").read_text(encoding="utf-8")
+
+
 def meta_schema() -> dict[str, Any]:
-    text = resources.files("xrm.schema").joinpath("metaschema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    """The meta-schema: the field types of the live registry (built-ins and plugins) as the enum of
+    x-xrm type, and the plugins' own x-xrm keywords (xrm_definition_vocabulary) allowed where they belong."""
+    return copy.deepcopy(_meta_schema_for(tuple(FIELD_TYPES), _vocabulary_key()))
+
+
+def core_keywords(level: str) -> frozenset[str]:
+    """The x-xrm keywords the core defines for an entity ("entity") or a field ("field")."""
+    schema = json.loads(_meta_schema_file())
+    return frozenset(schema["$defs"]["entity" if level == "entity" else "field_xrm"]["properties"])
+
+
+def _vocabulary_key() -> str:
+    from ..plugins import get_plugin_manager
+
+    return json.dumps(get_plugin_manager().definition_vocabulary(), sort_keys=True)
 
 
 @cache
+def _meta_schema_for(type_names: tuple[str, ...], vocabulary: str) -> dict[str, Any]:
+    schema = json.loads(_meta_schema_file())
+    schema["$defs"]["field_xrm"]["properties"]["type"]["enum"] = list(type_names)
+    extra = json.loads(vocabulary)
+    schema["$defs"]["entity"]["properties"].update(extra.get("entity", {}))
+    schema["$defs"]["field_xrm"]["properties"].update(extra.get("field", {}))
+    return schema
+
+
 def _meta_validator() -> Draft202012Validator:
-    return Draft202012Validator(meta_schema(), format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return _meta_validator_for(tuple(FIELD_TYPES), _vocabulary_key())
+
+
+@cache
+def _meta_validator_for(type_names: tuple[str, ...], vocabulary: str) -> Draft202012Validator:
+    return Draft202012Validator(_meta_schema_for(type_names, vocabulary), format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +114,11 @@ class FieldDefinition:
     @property
     def renamed_from(self) -> str | None:
         return self.xrm.get("renamed_from")
+
+    @property
+    def personal(self) -> bool:
+        """Personal data (x-xrm personal): found by data-subject requests, anonymised by erasure."""
+        return bool(self.xrm.get("personal"))
 
     @property
     def has_default(self) -> bool:
@@ -142,6 +179,21 @@ class EntityDefinition:
     @property
     def indexes(self) -> list[Mapping[str, Any]]:
         return list(self.xrm.get("indexes", []))
+
+    @property
+    def personal_fields(self) -> list[str]:
+        return [name for name, f in self.fields.items() if f.personal]
+
+    @property
+    def retention(self) -> Mapping[str, Any] | None:
+        """{"days", "action", "after"}: records untouched that long are anonymised or deleted."""
+        rule = self.xrm.get("retention")
+        return None if rule is None else {"after": "updated_at", **rule}
+
+    @property
+    def audit_retention_days(self) -> int | None:
+        rule = self.xrm.get("audit_retention")
+        return None if rule is None else int(rule["days"])
 
     def label(self, language: str = "en", plural: bool = False) -> str:
         labels = self.xrm.get("plural" if plural else "label") or {}
@@ -280,9 +332,24 @@ def _check_semantics(document: dict[str, Any], known_entities: Iterable[str] | N
             problems.extend(_check_default(definition, at))
         fields[field_name] = definition
 
+    if "consent" in xrm:
+        for field_name, schema in consent_properties(xrm["consent"]["channels"]).items():
+            if field_name in properties:
+                problems.append(Problem("/x-xrm/consent", f"the consent group adds the field {field_name!r}, which the entity declares itself"))
+                continue
+            fields[field_name] = FieldDefinition(
+                name=field_name, type=FIELD_TYPES[infer_field_type(schema) or "text"], schema=schema, required=False
+            )
+
     entity = EntityDefinition(name=name, document=document, fields=fields)
     if not problems:
         problems.extend(_check_entity_options(entity))
+    if not problems:
+        from ..plugins import get_plugin_manager
+
+        known_names = None if known is None else frozenset(known)
+        for _, found in get_plugin_manager().each("xrm_check_definition", definition=entity, known_entities=known_names):
+            problems.extend(found or [])
     return entity, problems
 
 
@@ -405,9 +472,43 @@ def _check_entity_options(entity: EntityDefinition) -> list[Problem]:
                 problems.append(Problem(pointer("x-xrm", "indexes", i, "fields", j), f"{name!r} is not a field of this entity"))
             elif len(f.columns()) != 1 or f.type.name in ("json", "multiselect", "long_text"):
                 problems.append(Problem(pointer("x-xrm", "indexes", i, "fields", j), f"{_a(f.type.name)} field cannot be indexed"))
+    problems.extend(_check_privacy_options(entity))
     if entity.renamed_from is not None and entity.renamed_from == entity.name:
         problems.append(Problem("/x-xrm/renamed_from", "an entity cannot be renamed from its own name"))
     for f in entity.fields.values():
         if f.renamed_from == f.name:
             problems.append(Problem(pointer("properties", f.name, "x-xrm", "renamed_from"), "a field cannot be renamed from its own name"))
+    return problems
+
+
+# Required personal fields get a placeholder on erasure (NULL would break NOT
+# NULL); only these types have one (xrm.privacy.erasure_value).
+ERASABLE_WHEN_REQUIRED = frozenset({"text", "long_text", "email"})
+
+
+def _check_privacy_options(entity: EntityDefinition) -> list[Problem]:
+    problems = []
+    required = entity.document.get("required", [])
+    for name, f in entity.fields.items():
+        if f.personal and f.required and f.type.name not in ERASABLE_WHEN_REQUIRED:
+            problems.append(Problem(pointer("required", required.index(name)),
+                                    f"{name!r} is personal and so must be erasable: a required personal field must be "
+                                    f"text, long_text or email (erasure puts a placeholder there), not {f.type.name}"))
+        watched = f.xrm.get("set_on_change_of")
+        if watched is not None:
+            at = pointer("properties", name, "x-xrm", "set_on_change_of")
+            if f.type.name != "datetime":
+                problems.append(Problem(at, f"only a datetime field can record when another field changed, {name!r} is {f.type.name}"))
+            elif watched == name or watched not in entity.fields:
+                problems.append(Problem(at, f"{watched!r} is not another field of this entity"))
+    rule = entity.xrm.get("retention")
+    if rule is not None:
+        after = rule.get("after", "updated_at")
+        f = entity.fields.get(after)
+        if after not in ("updated_at", "created_at") and (f is None or f.type.name not in ("date", "datetime")):
+            problems.append(Problem("/x-xrm/retention/after",
+                                    f"{after!r} must be updated_at, created_at or a date or datetime field of this entity"))
+        if rule["action"] == "anonymise" and not entity.personal_fields:
+            problems.append(Problem("/x-xrm/retention/action",
+                                    "anonymise changes the fields marked personal (x-xrm personal), and this entity has none"))
     return problems

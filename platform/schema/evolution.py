@@ -16,7 +16,7 @@ Phases: 0 drop constraints/indexes/search column, 1 archive removed fields,
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,19 +29,21 @@ from .ddl import (
     ARCHIVE_SCHEMA,
     DATA_SCHEMA,
     create_table_statements,
-    object_name,
     drop_field_constraints,
     drop_index_statements,
     field_constraint_statements,
     foreign_key_statements,
+    index_name,
+    index_statement,
     index_statements,
+    object_name,
     qualified,
     search_vector_column,
     unique_index_name,
 )
 from .definition import EntityDefinition, FieldDefinition, same_document
 
-__all__ = ["Change", "ExecutionContext", "Hints", "Step", "plan_changes"]
+__all__ = ["Change", "ExecutionContext", "Hints", "Step", "index_upgrades", "plan_changes"]
 
 SAFE, BACKFILL, DESTRUCTIVE = "safe", "backfill", "destructive"
 MAX_IDS = 20
@@ -218,6 +220,59 @@ def plan_changes(
             changes.extend(_change_entity(old, new, hints))
     for name in removed:
         changes.append(_archive_entity(current[name]))
+    return changes
+
+
+async def index_upgrades(connection: asyncpg.Connection, definitions: Iterable[EntityDefinition]) -> list[Change]:
+    """Planned steps that rebuild declared non-unique indexes still of the old shape.
+
+    Before, a non-unique x-xrm.indexes entry was built as (<fields>) and named
+    <entity>__ix_<n>; now it is (<fields>, created_at, id), named
+    <entity>__ix_<n>_sorted (ddl.index_statement). The planner compares
+    definitions, not the database, and an unchanged definition plans nothing,
+    so an existing install would keep the slow index for good. The name
+    change is what makes the old shape visible without parsing index
+    definitions: a non-unique index declared at position n whose table has
+    `<entity>__ix_<n>` (not unique) and no `<entity>__ix_<n>_sorted` is old.
+    One SAFE step per entity: CREATE the new index (IF NOT EXISTS, so a
+    repeated run is a no-op), then DROP the old one; lists use the old index
+    until the new one is there. The step says how many rows it indexes, since
+    CREATE INDEX blocks writes to the table while it runs.
+
+    `definitions`: the live definitions that this plan does not otherwise
+    change (a changed entity's indexes are rebuilt or kept by
+    _change_entity, and a rename moves its index names).
+    """
+    changes: list[Change] = []
+    for entity in definitions:
+        rows = await connection.fetch(
+            "SELECT c.relname AS name, i.indisunique AS is_unique FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass($1)",
+            qualified(entity.name),
+        )
+        existing = {r["name"]: r["is_unique"] for r in rows}
+        operations: list[tuple[int, Operation]] = []
+        for position, index in enumerate(entity.indexes):
+            if index.get("unique"):
+                continue
+            old_name = index_name(entity.name, position, unique=True)
+            if existing.get(old_name) is False and index_name(entity.name, position, unique=False) not in existing:
+                operations.append((5, index_statement(entity, position, if_not_exists=True)))
+                operations.append((5, f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(old_name)}"))
+        if not operations:
+            continue
+        table = qualified(entity.name)
+
+        async def impact(connection: asyncpg.Connection, table: str = table, n: int = len(operations) // 2) -> str:
+            records = await connection.fetchval(f"SELECT count(*) FROM {table}")
+            return f"indexes {records:,} records {n} time{'s' if n != 1 else ''}"
+
+        step = Step(
+            SAFE, "upgrade_indexes", entity.name, None,
+            f"rebuild {len(operations) // 2} index(es) of {entity.name} as (fields, created_at, id) "
+            "so filtered lists in the default order walk the index",
+        )
+        changes.append(Change(step, operations, impact=impact))
     return changes
 
 

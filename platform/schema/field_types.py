@@ -4,6 +4,10 @@ Each type maps a JSON value (the form the API and the validator see) onto one
 or more typed PostgreSQL columns. The JSON Schema an admin writes for a field
 adds constraints (maxLength, minimum, enum, pattern, ...) to the base schema of
 its type; the same constraints become CHECK constraints in the table.
+
+FIELD_TYPES is the live registry: the built-in types below plus those plugins
+add (hook `xrm_field_types`, see docs/plugins.md); the built-ins themselves
+arrive through the same hook (plugin `core`, xrm.core_plugin).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,7 +24,7 @@ from ..identifiers import quote_literal
 if TYPE_CHECKING:
     from .definition import FieldDefinition
 
-__all__ = ["FIELD_TYPES", "Column", "FieldType", "ISO_4217", "infer_field_type"]
+__all__ = ["BUILTIN_FIELD_TYPES", "FIELD_TYPES", "Column", "FieldType", "FieldTypeRegistry", "ISO_4217", "infer_field_type"]
 
 # Active ISO 4217 alphabetic codes.
 ISO_4217 = frozenset(
@@ -126,6 +130,42 @@ class FieldType:
 
     def from_db(self, field: FieldDefinition, values: Mapping[str, Any]) -> Any:
         return values["value"]
+
+    # -- what a plugin type can add without changes to the core ---------------
+    query_kind: ClassVar[str | None] = None
+    """How lists filter and sort it (a kind of xrm.records.query: "text", "integer", "decimal", ...);
+    None: derived from json_type."""
+
+    def check(self, field: FieldDefinition, value: Any) -> list[str]:
+        """Problems JSON Schema cannot express (a checksum, say), as messages, for a value in JSON form.
+
+        Called by the record validator for every value that is not None (of
+        any JSON type: return [] for the wrong type, the schema reports it).
+        Messages returned here replace the schema's messages for the field.
+        """
+        return []
+
+    def coerce(self, field: FieldDefinition, value: Any) -> Any:
+        """Import: the field's value from a CSV cell (text) or a JSON Lines value; raise ValueError with a reason.
+
+        Built-in types are coerced by xrm.transfer.coerce (with the import's
+        number and date options); other types by this method. The default
+        returns the value unchanged (the validator checks it).
+        """
+        return value
+
+    def display_text(self, field: FieldDefinition, value: Any) -> str:
+        """A value as a person reads and types it (form inputs; display), e.g. an account number in groups of 4."""
+        return str(value)
+
+    def form_widget(self, field: FieldDefinition) -> dict[str, Any]:
+        """Hints for the web form (webui/forms.py) of a type it does not know by name.
+
+        Keys (all optional): "kind" ("text" or "textarea"), "input_type" (the
+        HTML input type, e.g. "text", "tel"), "attributes" (HTML attributes such
+        as pattern, maxlength, placeholder, autocomplete, inputmode).
+        """
+        return {}
 
 
 class TextType(FieldType):
@@ -429,26 +469,56 @@ class JsonType(FieldType):
     can_be_unique = False
 
 
-FIELD_TYPES: dict[str, FieldType] = {
-    t.name: t
-    for t in (
-        TextType(),
-        LongTextType(),
-        IntegerType(),
-        DecimalType(),
-        CurrencyType(),
-        BooleanType(),
-        DateType(),
-        DateTimeType(),
-        SelectType(),
-        MultiSelectType(),
-        EmailType(),
-        PhoneType(),
-        UrlType(),
-        ReferenceType(),
-        JsonType(),
-    )
-}
+BUILTIN_FIELD_TYPES: tuple[FieldType, ...] = (
+    TextType(),
+    LongTextType(),
+    IntegerType(),
+    DecimalType(),
+    CurrencyType(),
+    BooleanType(),
+    DateType(),
+    DateTimeType(),
+    SelectType(),
+    MultiSelectType(),
+    EmailType(),
+    PhoneType(),
+    UrlType(),
+    ReferenceType(),
+    JsonType(),
+)
+
+
+class FieldTypeRegistry(Mapping[str, FieldType]):
+    """Every field type by name: the built-ins and those of the loaded plugins.
+
+    Asks the plugin manager (xrm.plugins) on each access, which caches the
+    merged table until a plugin is registered or unregistered; so the first
+    access discovers the plugins, and a name clash between plugins is an
+    error (xrm.plugins.PluginError) naming both.
+    """
+
+    def _types(self) -> dict[str, FieldType]:
+        from ..plugins import get_plugin_manager
+
+        return get_plugin_manager().field_types()
+
+    def __getitem__(self, name: str) -> FieldType:
+        return self._types()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._types())
+
+    def __len__(self) -> int:
+        return len(self._types())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types()
+
+    def __repr__(self) -> str:
+        return f"FieldTypeRegistry({', '.join(self._types())})"
+
+
+FIELD_TYPES: Mapping[str, FieldType] = FieldTypeRegistry()
 
 
 def infer_field_type(schema: Mapping[str, Any]) -> str | None:

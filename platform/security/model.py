@@ -380,6 +380,15 @@ class SecurityService:
             if children:
                 raise XrmError(f"Team {name!r} has sub-teams ({', '.join(c['name'] for c in children)}); move or delete them first",
                                [Problem("/name", "has sub-teams")])
+            # Records a deleted team owned would belong to nobody: only "all" scopes would reach them.
+            owned = []
+            for entity in self.registry or ():
+                count = await tx.connection.fetchval(f"SELECT count(*) FROM {entity.table} WHERE owner_id = $1", team_id)
+                if count:
+                    owned.append(f"{count} {entity.name}")
+            if owned:
+                raise XrmError(f"Team {name!r} still owns records ({', '.join(owned)}); give them another owner first (xrm assign)",
+                               [Problem("/name", f"owns {', '.join(owned)} records")])
             await tx.connection.execute("DELETE FROM xrm_sys.team WHERE id = $1", team_id)
             await self._changed(tx.connection, "security.team_deleted", {"team": name})
 

@@ -371,7 +371,10 @@ def coerce_value(field: FieldDefinition, value: Any, options: CoercionOptions, c
             except json.JSONDecodeError as error:
                 raise CoercionError(f"is not valid JSON: {error.msg} at character {error.pos + 1}") from None
         return value
-    return value
+    try:  # a type from a plugin: it knows how to read its values (FieldType.coerce)
+        return field.type.coerce(field, value.strip() if isinstance(value, str) else value)
+    except ValueError as error:
+        raise CoercionError(str(error)) from None
 
 
 def _coerce_currency(field: FieldDefinition, value: Any, options: CoercionOptions, currency: str | None) -> Any:

@@ -1,0 +1,1 @@
+"""Data protection tools: data-subject access, erasure, retention (docs/privacy.md)."""

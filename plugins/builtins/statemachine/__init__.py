@@ -1,0 +1,161 @@
+"""Built-in plugin "statemachine": state machines declared in an entity definition (docs/workflows.md).
+
+`x-xrm.state_machine` names a select field whose options are the states, the
+transitions between them (with role and field-condition guards and fields they
+require), the initial states and the fields required in a state. The rules
+hold for every write through the one door (API, bulk, import, forms, the
+kanban board, other plugins): `xrm_before_write` refuses a change of the state
+that no allowed transition makes, with a Veto naming the transitions possible
+from the current state; `xrm_after_write` records a taken transition in the
+audit trail (`workflow.transition`) and the outbox (topic `workflow.transition`)
+in the write's transaction. The REST API and the web UI offer the transitions
+as actions (`/api/v1/{entity}/{id}/transitions`, a panel with buttons).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from xrm.audit import AuditLog
+from xrm.db.database import json_dumps
+from xrm.errors import Problem, Veto
+from xrm.plugins import WorkflowTrigger, hookimpl
+
+from .machine import KEYWORD, VOCABULARY, Machine, Transition, check, machine_of
+
+__all__ = ["AUDIT_ACTION", "OUTBOX_TOPIC", "taking"]
+
+AUDIT_ACTION = "workflow.transition"
+OUTBOX_TOPIC = "workflow.transition"
+
+_requested: contextvars.ContextVar[tuple[str, str, str] | None] = contextvars.ContextVar("xrm_statemachine_requested", default=None)
+"""(entity, record id, transition name) while the API or UI applies a named transition."""
+_taken: contextvars.ContextVar[dict[tuple[str, str], tuple[Transition, Any]] | None] = contextvars.ContextVar(
+    "xrm_statemachine_taken", default=None)
+"""What xrm_before_write decided, for xrm_after_write of the same write (same task)."""
+
+
+@contextlib.contextmanager
+def taking(entity: str, record_id: Any, transition: str) -> Iterator[None]:
+    """Within this block, an update of the record is the named transition (not just any one leading to the new state)."""
+    token = _requested.set((entity, str(record_id), transition))
+    try:
+        yield
+    finally:
+        _requested.reset(token)
+
+
+@hookimpl
+def xrm_capabilities() -> dict[str, Any]:
+    return {"reads": ["*"], "writes": ["*"], "network": False,
+            "description": "State machines in entity definitions: transitions with guards, as API actions and UI buttons, "
+                           "enforced on every write and kept in the audit trail"}
+
+
+@hookimpl
+def xrm_definition_vocabulary() -> dict[str, Any]:
+    return {"entity": {KEYWORD: VOCABULARY}}
+
+
+@hookimpl
+def xrm_check_definition(definition: Any) -> list[Problem]:
+    return check(definition)
+
+
+@hookimpl
+def xrm_workflow_triggers() -> list[WorkflowTrigger]:
+    return [WorkflowTrigger(
+        "transition", {"en": "Transition taken", "de": "Übergang ausgeführt"},
+        "A record took a transition of its entity's state machine (outbox topic workflow.transition; "
+        "payload: field, transition, from, to, version)",
+    )]
+
+
+@hookimpl
+def xrm_before_write(entity: str, action: str, record: Mapping[str, Any], previous: Mapping[str, Any] | None,
+                     principal: Any, definition: Any) -> None:
+    machine = machine_of(definition)
+    if machine is None or action not in ("create", "update"):
+        return
+    requested = _requested.get()
+    name = requested[2] if requested and requested[0] == entity and requested[1] == str(record.get("id")) else None
+    decision = machine.decide(action, record, previous, principal.roles, name)
+    if decision.problems:
+        raise _veto(list(decision.problems))
+    key = (entity, str(record.get("id")))
+    taken = _taken.get()
+    if decision.transition is None:
+        if taken:
+            taken.pop(key, None)
+        return
+    if taken is None:
+        taken = {}
+        _taken.set(taken)
+    taken[key] = (decision.transition, decision.source)
+
+
+@hookimpl
+def xrm_after_write(entity: str, action: str, record: Mapping[str, Any], principal: Any, connection: Any,
+                    definition: Any) -> Any:
+    """A coroutine only when a transition was taken (most writes cost nothing here)."""
+    taken = _taken.get()
+    if not taken or action != "update":
+        return None
+    found = taken.pop((entity, str(record["id"])), None)
+    machine: Machine | None = machine_of(definition)
+    if found is None or machine is None:
+        return None
+    return _record_transition(machine, found[0], found[1], entity, record, principal, connection)
+
+
+async def _record_transition(machine: Machine, transition: Transition, source: Any, entity: str, record: Mapping[str, Any],
+                             principal: Any, connection: Any) -> None:
+    """The audit entry and the outbox event of a taken transition, in the write's transaction."""
+    details = {"field": machine.field, "transition": transition.name, "from": source, "to": transition.target,
+               "label": dict(transition.label)}
+    await AuditLog.write(connection, principal, AUDIT_ACTION, entity=entity, record_id=record["id"], details=details)
+    await connection.execute(
+        "INSERT INTO xrm_sys.outbox (topic, entity, record_id, principal_id, payload) VALUES ($1, $2, $3, $4, $5)",
+        OUTBOX_TOPIC, entity, record["id"], principal.id,
+        json.loads(json_dumps({**details, "version": record["version"]})),
+    )
+
+
+def _veto(problems: list[Problem]) -> Veto:
+    veto = Veto("; ".join(f"{p.pointer.lstrip('/')}: {p.message}" for p in problems), problems[0].pointer)
+    veto.problems = problems
+    return veto
+
+
+@hookimpl
+def xrm_api_routes() -> list[Any]:
+    from .api import api_handlers
+
+    return api_handlers
+
+
+@hookimpl
+def xrm_openapi(registry: Any) -> dict[str, Any]:
+    from .api import openapi
+
+    return openapi(registry)
+
+
+@hookimpl
+def xrm_ui_routes() -> list[Any]:
+    from .ui import ui_handlers
+
+    return ui_handlers
+
+
+@hookimpl
+def xrm_detail_panels(entity: str, record: Mapping[str, Any], principal: Any, language: str, platform: Any, csrf_token: str) -> Any:
+    if entity not in platform.registry or machine_of(platform.registry.get(entity).definition) is None:
+        return []
+    from .ui import panel
+
+    return panel(platform, entity, record, principal, language, csrf_token)
