@@ -238,11 +238,13 @@ async def main() -> None:
                 )
                 owners = [r["id"] for r in ids]
                 # Row g: owner = one of the users by a hash of g (evenly spread over the table), created one
-                # minute after row g-1 (so created_at order is insertion order, as in a real table).
+                # minute after row g-1 (so created_at order is insertion order, as in a real table). Stage,
+                # amount and close date from other hashes, independent of the owner (hashint8(g) would not
+                # do: for values in int4 range it equals hashint4(g), and every owner had one stage only).
                 fill = (
                     f"INSERT INTO {table} (created_at, updated_at, created_by, owner_id, title, stage, amount, close_date) "
                     "SELECT ts, ts, o, o, 'Deal ' || g, "
-                    "($2::text[])[1 + (hashint8(g) & 2147483647) % 5], "
+                    "($2::text[])[1 + (hashint4(g + 29) & 2147483647) % 5], "
                     "((hashint4(g + 7) & 2147483647) % 10000000) / 100.0, "
                     "date '2020-01-01' + (hashint4(g + 13) & 2147483647) % 2000 "
                     "FROM (SELECT g, timestamptz '2020-01-01 00:00+00' + g * interval '1 minute' AS ts, "

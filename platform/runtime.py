@@ -106,19 +106,30 @@ async def open_platform(settings: Settings | None = None, *, pool_size: int = 10
 
 
 async def _ensure_owner_indexes(db: Database, registry: Registry) -> None:
-    """Entity tables created before the permission model get their owner_id index (once)."""
-    from .schema.ddl import DATA_SCHEMA, owner_index_statement
+    """Every entity table has its (owner_id, created_at, id) index, once (ddl.owner_index_statement).
+
+    Tables from before the permission model had none, tables from before
+    per-owner pages one on (owner_id) alone: build the new one, then drop the
+    old (CREATE INDEX blocks writes to the table while it runs, once).
+    """
+    from .identifiers import quote_ident
+    from .schema.ddl import DATA_SCHEMA, object_name, owner_index_statement
 
     async with db.connection() as connection:
         indexed = {
             r["tablename"]
             for r in await connection.fetch(
-                "SELECT tablename FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%(owner_id)'", DATA_SCHEMA
+                "SELECT tablename FROM pg_indexes WHERE schemaname = $1 AND indexdef LIKE '%(owner_id, created_at, id)'",
+                DATA_SCHEMA,
             )
         }
         for entity in registry:
             if entity.name not in indexed:
-                await connection.execute(owner_index_statement(entity.name))
+                log.warning("building the owner index of %s", entity.name)
+                async with connection.transaction():
+                    await connection.execute(owner_index_statement(entity.name))
+                    old = quote_ident(object_name(entity.name, "owner"))
+                    await connection.execute(f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{old}")
         await _upgrade_declared_indexes(connection, registry)
 
 

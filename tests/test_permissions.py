@@ -13,6 +13,7 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -346,7 +347,51 @@ async def test_the_predicate_is_in_the_sql_and_uses_the_owner_index(world: World
         await connection.execute("SET enable_seqscan = off")
         plan = "\n".join(r[0] for r in await connection.fetch(f"EXPLAIN SELECT id FROM public.item WHERE {predicate}", *params))
         await connection.execute("RESET enable_seqscan")
-    assert "BitmapOr" in plan and "item__owner" in plan and "item__pkey" in plan  # no full scan
+    assert "BitmapOr" in plan and "item__owner_sorted" in plan and "item__pkey" in plan  # no full scan
+
+
+async def test_a_page_merges_one_ordered_walk_per_owner_without_doubles(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A team-scoped page walks (owner_id, created_at, id) per owner; shared rows of a team owner come once."""
+    await world.role("team", ("item", "read", "team"))
+    me = await world.principal("me", "team")
+    await world.security.share("item", world.items["peer"], user="me")  # already visible through the team
+    await world.security.share("item", world.items["other"], user="me")  # visible only through the share
+    service = world.service(me)
+    expected = EXPECTED["team"] | {"other"}
+    statements: list[tuple[str, tuple[Any, ...]]] = []
+    fetch = asyncpg.Connection.fetch
+
+    async def recording(self: asyncpg.Connection, sql: str, *args: Any, **kwargs: Any) -> Any:
+        statements.append((sql, args))
+        return await fetch(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetch", recording)
+    for order in (None, ["-created_at"]):
+        ids = await all_ids(service, order_by=order)
+        assert len(ids) == len(set(ids)) and world.owners(ids) == expected
+        created = [(await service.get(i))["created_at"] for i in ids]
+        assert created == sorted(created, reverse=order is not None)
+    merged = [s for s in statements if "UNION ALL" in s[0]]
+    assert len(merged) >= 4  # every page of both orders
+    assert world.owners(await all_ids(service, search="peer")) == {"peer"}
+    page = await service.list(limit=1, with_total=True)
+    assert page.total == len(expected) and len(page.records) == 1
+    statements.clear()
+    # Another order takes the plain predicate, with the same rows.
+    assert world.owners(await all_ids(service, order_by=["title"])) == expected
+    assert statements and not any("UNION ALL" in s for s, _ in statements)
+    monkeypatch.undo()
+    sql, args = merged[0]
+    async with world.db.connection() as connection:  # the plan, on enough rows for the planner to care
+        owners = [*world.users.values(), *world.teams.values()]  # 1 row in 50 owned by one of them, the rest by "other"
+        await connection.execute(
+            "INSERT INTO public.item (title, owner_id, created_at) SELECT 'bulk ' || g, "
+            "CASE WHEN g % 50 = 0 THEN ($1::uuid[])[1 + g / 50 % cardinality($1::uuid[])] ELSE $2 END, "
+            "now() + g * interval '1 second' FROM generate_series(1, 20000) g", owners, world.users["other"])
+        await connection.execute("ANALYZE public.item")
+        plan = "\n".join(r[0] for r in await connection.fetch(f"EXPLAIN {sql}", *args))
+    assert "Merge Append" in plan and plan.count("Index Scan using item__owner_sorted") == 3, plan  # one walk per owner
+    assert "Seq Scan on item" not in plan, plan
 
 
 # -- the property: what RecordService lists equals a plain model of the rules ---

@@ -750,6 +750,24 @@ async def test_an_index_of_the_old_shape_is_rebuilt_at_start(
     assert not {"account__ix_0", "account__ix_1", "account__ix_2_sorted"} & set(indexes)
 
 
+async def test_an_owner_index_of_the_old_shape_is_replaced_at_start(
+    schema: SchemaService, db: Database, registry: Registry, database_uri: str, tmp_path: Path
+) -> None:
+    from xrm.runtime import open_platform
+    from xrm.settings import Settings
+
+    await with_records(schema, db, registry, account(), [{"name": "A"}])
+    assert (await index_columns(db, "account"))["account__owner_sorted"] == (["owner_id", "created_at", "id"], False, None)
+    async with db.connection() as c:  # what an install from before per-owner pages has
+        await c.execute("DROP INDEX public.account__owner_sorted")
+        await c.execute("CREATE INDEX account__owner ON public.account (owner_id)")
+    async with open_platform(Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=tmp_path, secret_key=None)):
+        pass
+    indexes = await index_columns(db, "account")
+    assert indexes["account__owner_sorted"] == (["owner_id", "created_at", "id"], False, None)
+    assert "account__owner" not in indexes
+
+
 # -- SQL injection -------------------------------------------------------------------
 
 

@@ -11,12 +11,14 @@ through these two functions.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from .principal import Principal
 
-__all__ = ["Action", "ExportPolicy", "OpenPolicy", "Policy", "field_access"]
+__all__ = ["Action", "ExportPolicy", "OpenPolicy", "Policy", "RowPartition", "field_access"]
 
 Action = Literal["create", "read", "update", "delete", "export", "assign", "share"]
 
@@ -33,6 +35,41 @@ class Policy(Protocol):
     #
     #   readable_fields(principal, entity, sensitive) -> the sensitive fields the principal may read
     #   writable_fields(principal, entity, sensitive) -> the sensitive fields the principal may update
+    #
+    # Optional (faster pages for users who see few owners' records): without it, lists use row_filter.
+    #
+    #   row_partition(principal, entity, action, params) -> RowPartition | None, the same rows as row_filter
+
+
+@dataclass(frozen=True)
+class RowPartition:
+    """A row filter as two disjoint parts: rows owned by one of `owners`, and the rest it grants (`others`).
+
+    The predicate is `owner_id = ANY($owners_param) OR (others)`. Split this
+    way, a page in (created_at, id) order can walk the (owner_id, created_at,
+    id) index once per owner and merge the walks (RecordService.list), reading
+    about one page of rows per owner instead of walking the whole table's
+    created_at index until enough permitted rows turn up, which for a user who
+    sees 1% of the records reads ~100 rows per row shown.
+    """
+
+    owners: list[uuid.UUID]
+    owners_param: int
+    """The bind parameter ($n) holding `owners` as uuid[]."""
+    others: str | None
+    """SQL for the rows granted otherwise (shares), with its bind parameters already appended; None if none."""
+
+    @property
+    def predicate(self) -> str:
+        owned = f"(owner_id = ANY(${self.owners_param}::uuid[]))"
+        return owned if self.others is None else f"{owned} OR ({self.others})"
+
+    @property
+    def others_not_owned(self) -> str | None:
+        """`others` without the owned rows (so the parts never return a row twice)."""
+        if self.others is None:
+            return None
+        return f"({self.others}) AND (owner_id IS NULL OR owner_id <> ALL(${self.owners_param}::uuid[]))"
 
 
 def field_access(policy: Any, principal: Principal, entity: str, sensitive: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:

@@ -26,7 +26,7 @@ from ..schema.ddl import object_name, unique_index_name
 from ..schema.definition import FieldDefinition
 from . import query
 from ..audit import AuditEntry, AuditLog, field_changes
-from .policy import OpenPolicy, Policy, field_access
+from .policy import OpenPolicy, Policy, RowPartition, field_access
 from .principal import Principal
 from .query import Condition
 from .. import plugins
@@ -114,7 +114,8 @@ class RecordService:
         self.policy.authorize(self.principal, self.name, "read")
         problems: list[Problem] = []
         params: list[Any] = []
-        conditions = self._conditions(where, search, include_deleted, params, problems)
+        partition = self._read_partition(params)
+        conditions = self._conditions(where, search, include_deleted, params, problems, predicate=partition is None)
         self._refuse_hidden_order(order_by, problems)
         if problems:
             raise ValidationFailed(self.name, problems)
@@ -138,15 +139,31 @@ class RecordService:
         limit = max(1, min(int(limit), 1000))
 
         columns = self._page_columns(names, keys, expanded)
+        if partition is not None and not _walks_owner_index(keys):
+            conditions.insert(0, partition.predicate)
+            partition = None
         base = " AND ".join(f"({c})" for c in conditions)
         arms = [("", params)] if cursor_values is None else query.keyset_conditions(keys, cursor_values, params)
+        order = query.order_sql(keys)
 
         def page_sql(arm: str, rows_wanted: int) -> str:
-            return (
-                f"SELECT {columns} FROM {self.entity.table} WHERE {base}"
-                + (f" AND ({arm})" if arm else "")
-                + f" ORDER BY {query.order_sql(keys)} LIMIT {rows_wanted}"
+            where_sql = base + (f" AND ({arm})" if arm else "")
+            if partition is None:
+                return f"SELECT {columns} FROM {self.entity.table} WHERE {where_sql} ORDER BY {order} LIMIT {rows_wanted}"
+            # One ordered walk of (owner_id, created_at, id) per owner, plus the shared rows owned by
+            # nobody in the set; PostgreSQL merges the arms (Merge Append), pulling from each only
+            # as far as the page needs: see RowPartition.
+            # (Each arm needs its own ORDER BY ... LIMIT: arms without one are flattened into one
+            # Append, which PostgreSQL then sorts whole.)
+            owners = f"${partition.owners_param}::uuid[]"
+            parts = [f"owner_id = ({owners})[{index}]" for index in range(1, len(partition.owners) + 1)]
+            if partition.others_not_owned is not None:
+                parts.append(partition.others_not_owned)
+            arms_sql = " UNION ALL ".join(
+                f"(SELECT {columns} FROM {self.entity.table} WHERE {part} AND {where_sql} ORDER BY {order} LIMIT {rows_wanted})"
+                for part in parts
             )
+            return f"SELECT * FROM ({arms_sql}) AS permitted_page ORDER BY {order} LIMIT {rows_wanted}"
 
         async def fetch(connection: asyncpg.Connection) -> tuple[list[asyncpg.Record], int | None]:
             rows: list[asyncpg.Record] = []
@@ -156,7 +173,8 @@ class RecordService:
                     break
             total = None
             if with_total:
-                total = await connection.fetchval(_count_sql(self.entity.table, base, total_limit), *params)
+                counted = base if partition is None else f"({partition.predicate}) AND {base}"
+                total = await connection.fetchval(_count_sql(self.entity.table, counted, total_limit), *params)
             return rows, total
 
         async with self.db.connection() as connection:
@@ -218,11 +236,24 @@ class RecordService:
                 _count_sql(self.entity.table, " AND ".join(f"({c})" for c in conditions), limit), *params
             )
 
+    def _read_partition(self, params: list[Any]) -> RowPartition | None:
+        """The read filter split by owner, when the policy can split it and the owners are few enough to walk one by one."""
+        split = getattr(self.policy, "row_partition", None)
+        if split is None:
+            return None
+        trial: list[Any] = list(params)
+        partition = split(self.principal, self.name, "read", trial)
+        if partition is None or len(partition.owners) > _MAX_OWNER_WALKS:
+            return None
+        params[:] = trial
+        return partition
+
     def _conditions(
-        self, where: Any, search: str | None, include_deleted: bool, params: list[Any], problems: list[Problem]
+        self, where: Any, search: str | None, include_deleted: bool, params: list[Any], problems: list[Problem],
+        *, predicate: bool = True,
     ) -> list[str]:
-        """The WHERE of list and count: the permission predicate always comes first."""
-        conditions = [self.policy.row_filter(self.principal, self.name, "read", params)]
+        """The WHERE of list and count: the permission predicate always comes first (the caller adds it if not `predicate`)."""
+        conditions = [self.policy.row_filter(self.principal, self.name, "read", params)] if predicate else ["TRUE"]
         if not include_deleted:
             conditions.append("deleted_at IS NULL")
         if self._refuse_hidden_where(where, problems):
@@ -815,6 +846,16 @@ def erasure_value(f: FieldDefinition, record_id: uuid.UUID) -> Any:
     if f.type.name == "email":
         return f"erased-{record_id}@erased.invalid"
     return f"[erased {record_id}]" if f.unique else ERASED
+
+
+_MAX_OWNER_WALKS = 64
+"""Up to this many owners, a page merges one index walk per owner (RowPartition); more, and one walk of
+the table's order index filtered by the predicate is cheaper (each walk costs a few index pages)."""
+
+
+def _walks_owner_index(keys: Sequence[query.SortKey]) -> bool:
+    """Whether the order is (created_at, id), either way: the order the owner index (owner_id, created_at, id) holds."""
+    return [k.column for k in keys] == ["created_at", "id"] and keys[0].desc == keys[1].desc
 
 
 def _count_sql(table: str, where: str, limit: int | None) -> str:

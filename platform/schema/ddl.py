@@ -9,6 +9,8 @@ Naming (so every later change can find what an earlier one created):
   extra index      <entity>__ix_<n>         (unique: the fields, live rows only)
                    <entity>__ix_<n>_sorted  (non-unique: the fields, created_at, id)
   full text        column search_vector (generated), index <entity>__search
+  order            <entity>__created        (created_at, id)
+  owner            <entity>__owner_sorted   (owner_id, created_at, id)
 Index names live in the schema's namespace next to table names; the double
 underscore, which entity and field names may not contain, keeps them apart
 (an entity `deal_search` cannot clash with the index of `deal`).
@@ -91,10 +93,17 @@ def create_table_statements(entity: EntityDefinition) -> list[str]:
 
 
 def owner_index_statement(entity_name: str) -> str:
-    """The index the permission predicate's `owner_id = ANY(...)` uses."""
+    """The index of the permission predicate: `owner_id = ANY(...)`, and per-owner pages in the default order.
+
+    (owner_id, created_at, id) serves both the predicate's bitmap scan (its
+    leading column) and RecordService.list's one ordered walk per owner
+    (xrm.records.policy.RowPartition). Named `<entity>__owner_sorted`; tables
+    from before have `<entity>__owner` on (owner_id) alone, which start-up
+    replaces (xrm.runtime._ensure_owner_indexes).
+    """
     return (
-        f"CREATE INDEX IF NOT EXISTS {quote_ident(object_name(entity_name, 'owner'))} "
-        f"ON {qualified(entity_name)} (owner_id)"
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(object_name(entity_name, 'owner_sorted'))} "
+        f"ON {qualified(entity_name)} (owner_id, created_at, id)"
     )
 
 

@@ -9,7 +9,7 @@ the roles a user holds, scopes add up (the widest wins, since each scope
 contains the ones before it). `authorize` is the entity-level gate: scope
 none for the action is a 403. `row_filter` is the row-level rule:
 
-    own        owner_id = $me
+    own        owner_id = ANY($owners)  (just me)
     team       owner_id = ANY($owners)  (me, my teams, members of my teams)
     team_tree  owner_id = ANY($owners)  (the same over my teams and every team below them)
     all        TRUE
@@ -20,6 +20,8 @@ and for read and update, OR the record is shared with me or one of my teams
 `owner_id = ANY(...)` OR `id = ANY(ARRAY(<shares>))` (an init plan, then the
 primary key): a bitmap OR of two index scans, so the database filters, pages,
 counts and aggregates only permitted rows, without scanning the table.
+`row_partition` gives the same predicate in its two parts (owners, shares),
+so a page can walk the owner index once per owner (RowPartition).
 
 Field-level security: a field marked `"x-xrm": {"sensitive": true}` is read
 only by roles with a field grant (xrm_sys.role_field_grant: role, entity,
@@ -38,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from ..db.database import Database
 from ..errors import PermissionDenied
-from ..records.policy import Action
+from ..records.policy import Action, RowPartition
 from ..records.principal import Principal
 
 __all__ = ["ACTIONS", "FIELD_ACCESS", "SCOPES", "SECURITY_CHANNEL", "RolePolicy", "effective_grants"]
@@ -137,17 +139,26 @@ class RolePolicy:
         scope = self.scope(principal, entity, action)
         if scope == "all":
             return "TRUE"
-        arms: list[str] = []
-        if scope == "own":
-            params.append(principal.id)
-            arms.append(f"owner_id = ${len(params)}")
-        elif scope in ("team", "team_tree"):
-            owners = {principal.id} | principal.teams | principal.team_owners
+        if scope == "none":
+            return "FALSE"
+        partition = self.row_partition(principal, entity, action, params)
+        assert partition is not None
+        return partition.predicate
+
+    def row_partition(self, principal: Principal, entity: str, action: Action, params: list[object]) -> RowPartition | None:
+        """The row filter split by owner (see RowPartition); None for scope all or none (nothing to split)."""
+        scope = self.scope(principal, entity, action)
+        if scope in ("all", "none"):
+            return None
+        owners = {principal.id}
+        if scope in ("team", "team_tree"):
+            owners |= principal.teams | principal.team_owners
             if scope == "team_tree":
                 owners |= principal.tree_owners
-            params.append(sorted(owners))
-            arms.append(f"owner_id = ANY(${len(params)}::uuid[])")
-        if action in ("read", "update") and scope != "none":
+        params.append(sorted(owners))
+        owners_param = len(params)
+        others = None
+        if action in ("read", "update"):
             params.append(entity)
             entity_param = len(params)
             params.append(principal.id)
@@ -155,12 +166,10 @@ class RolePolicy:
             params.append(sorted(principal.teams))
             teams = len(params)
             write = " AND s.access = 'write'" if action == "update" else ""
-            arms.append(
-                # ARRAY(...) is an init plan, run once: `id = ANY(...)` then uses the primary key, and
-                # PostgreSQL can OR it with the owner_id index (an IN (subquery) would force a full scan).
+            # ARRAY(...) is an init plan, run once: `id = ANY(...)` then uses the primary key, and
+            # PostgreSQL can OR it with the owner_id index (an IN (subquery) would force a full scan).
+            others = (
                 f"id = ANY(ARRAY(SELECT s.record_id FROM xrm_sys.record_share s WHERE s.entity = ${entity_param} "
                 f"AND s.revoked_at IS NULL AND (s.user_id = ${me} OR s.team_id = ANY(${teams}::uuid[])){write}))"
             )
-        if not arms:
-            return "FALSE"
-        return " OR ".join(f"({arm})" for arm in arms)
+        return RowPartition(sorted(owners), owners_param, others)
