@@ -85,15 +85,71 @@ class UserService:
             await self._audit(connection, "auth.user_created", {"user": name, "user_id": row["id"], "roles": list(row["roles"])})
         return _principal(row)
 
-    async def authenticate(self, name: str, password: str) -> Principal | None:
+    async def list_users(self) -> list[dict[str, Any]]:
+        """Every user: name, id, roles, whether disabled or locked, when created (for admins)."""
+        async with self.db.connection() as connection:
+            rows = await connection.fetch(
+                "SELECT id, name, roles, created_at, disabled_at, COALESCE(locked_until > now(), false) AS locked "
+                "FROM xrm_sys.app_user ORDER BY name"
+            )
+        return [{"id": r["id"], "name": r["name"], "roles": list(r["roles"]), "created_at": r["created_at"],
+                 "disabled": r["disabled_at"] is not None, "disabled_at": r["disabled_at"], "locked": r["locked"]} for r in rows]
+
+    async def set_disabled(self, name: str, disabled: bool) -> bool:
+        """Disable (or enable again) user NAME; False if it already was. A disabled user cannot log in,
+        and its sessions and API tokens stop working at once (they are checked against disabled_at)."""
+        async with self.db.connection() as connection, connection.transaction():
+            row = await connection.fetchrow("SELECT id, disabled_at FROM xrm_sys.app_user WHERE name = $1 FOR UPDATE", name)
+            if row is None:
+                raise NotFound(f"No user named {name!r}")
+            if (row["disabled_at"] is not None) == disabled:
+                return False
+            if disabled and self.actor.id == row["id"]:
+                raise ValidationFailed("user", [Problem("/disabled", "you cannot disable yourself")])
+            await connection.execute(
+                "UPDATE xrm_sys.app_user SET disabled_at = CASE WHEN $2 THEN now() END WHERE id = $1", row["id"], disabled
+            )
+            if disabled:
+                await connection.execute(
+                    "UPDATE xrm_sys.web_session SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL", row["id"]
+                )
+            await self._audit(connection, "auth.user_disabled" if disabled else "auth.user_enabled", {"user": name, "user_id": row["id"]})
+        return True
+
+    async def end_sessions(self, name: str) -> int:
+        """Log user NAME out everywhere (every web session; API tokens stay): how many sessions ended."""
+        async with self.db.connection() as connection, connection.transaction():
+            user_id = await connection.fetchval("SELECT id FROM xrm_sys.app_user WHERE name = $1", name)
+            if user_id is None:
+                raise NotFound(f"No user named {name!r}")
+            status = await connection.execute(
+                "UPDATE xrm_sys.web_session SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL "
+                "AND expires_at > now()", user_id,
+            )
+            ended = int(status.rsplit(" ", 1)[-1])
+            await self._audit(connection, "auth.sessions_ended", {"user": name, "user_id": user_id, "sessions": ended})
+        return ended
+
+    async def authenticate(self, name: str, password: str, *, address: str | None = None) -> Principal | None:
         """The user's principal (with teams) if the password is right; None if the name or password is wrong.
 
         Raises LoginLocked while the name is locked after too many consecutive
         failures (even for the right password), and on the failure that locks it.
         Unknown names are counted and locked exactly like users, so neither the
         answer, the lock-out nor the time taken tells whether a user exists.
+        `address` (the client's): failures from it are counted too, whatever the
+        names, and lock every login from it at login_max_failures_per_address.
         """
         key = _login_key(name)
+        address = _address_key(address) if self.settings.login_max_failures_per_address else None
+        if address is not None:
+            async with self.db.connection() as connection:
+                address_lock = await connection.fetchval(
+                    "SELECT locked_until FROM xrm_sys.login_failure_by_address WHERE address = $1 AND locked_until > now()", address
+                )
+            if address_lock is not None:
+                await self._audit_login(name, None, "auth.login_failed", "address locked", {"address": address, "locked_until": address_lock})
+                raise LoginLocked(address_lock, by_address=True)
         async with self.db.connection() as connection:
             row = await connection.fetchrow(
                 "SELECT id, name, roles, password_hash, locked_until, now() AS now "
@@ -114,12 +170,12 @@ class UserService:
             raise LoginLocked(locked_until)
         if row is None:
             _hasher.hash(password)  # same cost whether or not the user exists
-            await self._failed(name, None, "unknown or disabled user")
+            await self._failed(name, None, "unknown or disabled user", address)
             return None
         try:
             _hasher.verify(row["password_hash"], password)
         except VerificationError:
-            await self._failed(name, row["id"], "wrong password")
+            await self._failed(name, row["id"], "wrong password", address)
             return None
         async with self.db.connection() as connection:
             # Resets the counter, unless a concurrent failure locked the user meanwhile.
@@ -140,10 +196,11 @@ class UserService:
         await self._audit_login(name, row["id"], "auth.login", None)
         return principal
 
-    async def _failed(self, name: str, user_id: uuid.UUID | None, reason: str) -> None:
-        """Count a failed login of `name` (a user's row, or login_failure for other names); lock at the limit."""
+    async def _failed(self, name: str, user_id: uuid.UUID | None, reason: str, address: str | None = None) -> None:
+        """Count a failed login of `name` (a user's row, or login_failure for other names) and from `address`; lock at the limits."""
         key = _login_key(name)
         limit, period = self.settings.login_max_failures, timedelta(seconds=self.settings.login_lockout_seconds)
+        address_locked_until = await self._failed_address(address, period) if address is not None else None
         async with self.db.connection() as connection, connection.transaction():
             if user_id is not None:
                 table, column, value = "xrm_sys.app_user", "id", user_id
@@ -167,10 +224,41 @@ class UserService:
                 f"UPDATE {table} SET failed_logins = $2, locked_until = $3, last_failed_login_at = now() WHERE {column} = $1",
                 value, failures, locked_until,
             )
-        await self._audit_login(name, user_id, "auth.login_failed", reason, {"failed_logins": failures})
+        await self._audit_login(name, user_id, "auth.login_failed", reason, {
+            "failed_logins": failures, **({"address": address} if address else {})})
         if newly_locked:
             await self._audit_login(name, user_id, "auth.locked", None, {"failed_logins": failures, "locked_until": locked_until})
             raise LoginLocked(locked_until)  # type: ignore[arg-type]
+        if address_locked_until is not None:
+            raise LoginLocked(address_locked_until, by_address=True)
+
+    async def _failed_address(self, address: str, period: timedelta) -> datetime | None:
+        """Count a failed login from `address`; its lock's end if this failure starts one."""
+        limit = self.settings.login_max_failures_per_address
+        async with self.db.connection() as connection, connection.transaction():
+            await connection.execute(
+                "DELETE FROM xrm_sys.login_failure_by_address WHERE last_failed_login_at < now() - $1::interval "
+                "AND (locked_until IS NULL OR locked_until < now())", period,
+            )
+            await connection.execute(
+                "INSERT INTO xrm_sys.login_failure_by_address (address) VALUES ($1) ON CONFLICT DO NOTHING", address
+            )
+            state = await connection.fetchrow(
+                "SELECT failed_logins, last_failed_login_at, locked_until, now() AS now "
+                "FROM xrm_sys.login_failure_by_address WHERE address = $1 FOR UPDATE", address,
+            )
+            failures, locked_until = _after_failure(
+                state["failed_logins"], state["last_failed_login_at"], state["locked_until"], state["now"], limit, period
+            )
+            await connection.execute(
+                "UPDATE xrm_sys.login_failure_by_address SET failed_logins = $2, locked_until = $3, last_failed_login_at = now() "
+                "WHERE address = $1", address, failures, locked_until,
+            )
+        if locked_until is None or locked_until == state["locked_until"]:
+            return None
+        await self._audit_login(address, None, "auth.address_locked", None, {
+            "address": address, "failed_logins": failures, "locked_until": locked_until})
+        return locked_until
 
     async def unlock(self, name: str) -> bool:
         """Lift a login lock of `name` and reset its failure count. False if it was not locked."""
@@ -268,7 +356,15 @@ class UserService:
 
             # With the teams and the owner sets of scopes team/team_tree (xrm.security).
             principal = await resolve_principal(connection, row["id"], row["name"], row["roles"])
-            return dataclasses.replace(principal, read_only=True) if row["access"] == "read" else principal
+            # The token's id travels with the principal, so the audit trail can name the token an export used.
+            return dataclasses.replace(principal, read_only=row["access"] == "read", token_id=row["token_id"], via="token")
+
+
+def _address_key(address: str | None) -> str | None:
+    """The key failures from a client address are counted under (None: no address known)."""
+    if not address:
+        return None
+    return address[:100].replace("\x00", "")
 
 
 def _login_key(name: str) -> str:
@@ -310,10 +406,13 @@ class LoginLocked(XrmError):
 
     title = "Too many failed logins"
 
-    def __init__(self, until: datetime) -> None:
+    def __init__(self, until: datetime, *, by_address: bool = False) -> None:
         when = until.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         super().__init__(
+            f"Too many failed logins from this address: logging in from it is locked until {when}"
+            if by_address else
             f"Too many failed logins: logging in with this name is locked until {when} "
             "(an admin can lift the lock with `xrm user unlock NAME`)"
         )
         self.until = until
+        self.by_address = by_address

@@ -368,6 +368,55 @@ async def user_unlock(name: str) -> None:
     click.echo(f"Unlocked {name}" if was_locked else f"{name} was not locked; its failed-login count is reset")
 
 
+@user.command("list")
+@run
+async def user_list() -> None:
+    """List users with their roles and state (disabled, locked)."""
+    from .auth import UserService
+
+    async with open_platform() as platform:
+        rows = await UserService(platform.db, platform.settings).list_users()
+    for row in rows:
+        state = ", ".join(s for s, on in (("disabled", row["disabled"]), ("locked", row["locked"])) if on)
+        click.echo(f"{row['name']}\t{','.join(row['roles']) or '-'}\t{state or 'active'}")
+
+
+@user.command("disable")
+@click.argument("name")
+@run
+async def user_disable(name: str) -> None:
+    """Disable NAME: no login; its web sessions end and its API tokens stop working at once."""
+    from .auth import UserService
+
+    async with open_platform() as platform:
+        changed = await UserService(platform.db, platform.settings).set_disabled(name, True)
+    click.echo(f"Disabled {name}" if changed else f"{name} was disabled already")
+
+
+@user.command("enable")
+@click.argument("name")
+@run
+async def user_enable(name: str) -> None:
+    """Enable NAME again (its tokens work again; it logs in anew)."""
+    from .auth import UserService
+
+    async with open_platform() as platform:
+        changed = await UserService(platform.db, platform.settings).set_disabled(name, False)
+    click.echo(f"Enabled {name}" if changed else f"{name} was not disabled")
+
+
+@user.command("logout-all")
+@click.argument("name")
+@run
+async def user_logout_all(name: str) -> None:
+    """End every web session of NAME (API tokens stay; revoke those with `xrm token revoke`)."""
+    from .auth import UserService
+
+    async with open_platform() as platform:
+        ended = await UserService(platform.db, platform.settings).end_sessions(name)
+    click.echo(f"Ended {ended} session(s) of {name}")
+
+
 @main.group()
 def token() -> None:
     """API tokens (send as `Authorization: Bearer <token>`)."""
@@ -1036,8 +1085,11 @@ def _print_erasure(report: dict[str, Any]) -> None:
     for r in report["records"]:
         click.echo(f"{r['entity']} {r['id']}: {', '.join(r['fields'])}")
     click.echo(f"audit entries to redact: {report['audit_entries_redacted']}, outbox events: {report['outbox_events_redacted']}, "
-               f"archived values: {report['archived_values_redacted']}, plugins' rows: {report['plugin_rows_redacted']}; "
+               f"archived values: {report['archived_values_redacted']}, plugins' rows: {report['plugin_rows_redacted']}, "
+               f"entries in audit archive files: {report.get('archive_file_entries_redacted', 0)}; "
                f"related records kept: {report['related_records_kept']}")
+    for path in report.get("archive_files_missing") or []:
+        click.echo(f"warning: audit archive file {path} is no longer there; redact its copy by hand", err=True)
 
 
 @privacy.command("retention")

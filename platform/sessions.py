@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,7 +118,7 @@ class SessionService:
             from .security.model import resolve_principal
 
             principal = await resolve_principal(connection, row["user_id"], row["name"], row["roles"])
-        return principal, session
+        return replace(principal, via="session"), session
 
     async def revoke(self, token: str) -> bool:
         """End the session of this cookie token. False if it was not active."""

@@ -26,6 +26,9 @@ class Settings:
     """Consecutive failed logins of one user name that lock it (XRM_LOGIN_MAX_FAILURES)."""
     login_lockout_seconds: int = 900
     """How long such a lock lasts (XRM_LOGIN_LOCKOUT_SECONDS); failures further apart than this do not add up."""
+    login_max_failures_per_address: int = 20
+    """Failed logins from one client address, whatever the names, that lock logins from it
+    (XRM_LOGIN_MAX_FAILURES_PER_ADDRESS; 0 turns it off, e.g. behind a proxy that hides client addresses)."""
     session_idle_seconds: int = 3600
     """A web session unused this long ends (XRM_SESSION_IDLE_SECONDS)."""
     session_max_seconds: int = 12 * 3600
@@ -68,6 +71,7 @@ class Settings:
             secret_key=env.get("XRM_SECRET_KEY") or None,
             login_max_failures=_positive(env, "XRM_LOGIN_MAX_FAILURES", 5),
             login_lockout_seconds=_positive(env, "XRM_LOGIN_LOCKOUT_SECONDS", 900),
+            login_max_failures_per_address=_whole(env, "XRM_LOGIN_MAX_FAILURES_PER_ADDRESS", 20),
             session_idle_seconds=_positive(env, "XRM_SESSION_IDLE_SECONDS", 3600),
             session_max_seconds=_positive(env, "XRM_SESSION_MAX_SECONDS", 12 * 3600),
             cookie_secure=cookie_secure,
@@ -94,6 +98,15 @@ def _flag(env: os._Environ[str] | dict[str, str], name: str, default: bool) -> b
     if raw in ("0", "false", "no", "off"):
         return False
     raise XrmError(f"{name} must be true or false, not {raw!r}")
+
+
+def _whole(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise XrmError(f"{name} must be a whole number (0 or more), not {raw!r}")
+    return int(raw)
 
 
 def _positive(env: os._Environ[str] | dict[str, str], name: str, default: int) -> int:

@@ -19,7 +19,7 @@ from litestar.testing import TestClient
 from xrm.audit import AuditLog
 from xrm.auth import UserService
 from xrm.cli import main
-from xrm.db.database import Database
+from xrm.db.database import APP_ROLE, AUDIT_OWNER_ROLE, Database
 from xrm.errors import ValidationFailed, VersionConflict
 from xrm.records.principal import Principal
 from xrm.records.service import RecordService
@@ -89,9 +89,37 @@ async def test_the_trail_is_append_only_in_the_database(suppliers: RecordService
         for statement in ("UPDATE xrm_sys.audit_log SET principal_name = 'mallory'",
                           "DELETE FROM xrm_sys.audit_log",
                           "TRUNCATE xrm_sys.audit_log"):
-            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only|permission denied"):
                 await connection.execute(statement)
         assert await connection.fetchval("SELECT principal_name FROM xrm_sys.audit_log WHERE entity = 'supplier'") == "anna"
+
+
+async def test_the_applications_database_role_cannot_get_around_the_triggers(suppliers: RecordService, db: Database) -> None:
+    """What an owner or superuser could do to the trail, the role the application runs as cannot."""
+    await suppliers.create({"name": "Teile AG"})
+    async with db.connection() as connection:
+        assert await connection.fetchval("SELECT current_user") == APP_ROLE
+        assert not await connection.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        for statement in (
+            "ALTER TABLE xrm_sys.audit_log DISABLE TRIGGER audit_log_no_change",
+            "ALTER TABLE xrm_sys.audit_log DISABLE TRIGGER ALL",
+            "DROP TRIGGER audit_log_no_change ON xrm_sys.audit_log",
+            "ALTER TABLE xrm_sys.audit_log OWNER TO " + APP_ROLE,
+            "DROP TABLE xrm_sys.audit_log",
+            "SET session_replication_role = replica",
+            "CREATE OR REPLACE FUNCTION xrm_sys.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
+            "CREATE OR REPLACE FUNCTION xrm_sys.jsonb_is_redaction_of(a jsonb, b jsonb) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$",
+            f"SET ROLE {AUDIT_OWNER_ROLE}",
+            "SELECT setval(pg_get_serial_sequence('xrm_sys.audit_log', 'id'), 1)",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError, match="must be owner|permission denied"):
+                async with connection.transaction():
+                    await connection.execute(statement)
+        # The trail is still there and still refuses changes; the application still works.
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await connection.execute("DELETE FROM xrm_sys.audit_log")
+        assert await connection.fetchval("SELECT count(*) FROM xrm_sys.audit_log WHERE entity = 'supplier'") == 1
+    await suppliers.create({"name": "Zweite GmbH"})
 
 
 async def test_schema_changes_logins_and_exports_are_logged(db: Database, suppliers: RecordService) -> None:
@@ -148,6 +176,16 @@ def test_history_and_search_over_the_api(api: TestClient, database_uri: str) -> 
     assert api.get("/api/v1/admin/audit?since=yesterday", headers=admin).status_code == 400
     assert api.get("/api/v1/admin/audit?colour=red", headers=admin).status_code == 400
 
+    # The whole trail (or a filtered part) as JSON Lines, for admins; taking it is audited itself.
+    exported = api.get("/api/v1/admin/audit/_export?entity=account", headers=admin)
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert [e["action"] for e in lines] == ["record.updated", "record.created"] and lines[0]["changes"] == {"employees": {"old": 10, "new": 12}}
+    taken = api.get("/api/v1/admin/audit?action=audit.exported", headers=admin).json()["entries"]
+    assert taken[0]["details"]["filters"] == {"entity": "account"} and taken[0]["details"]["via"] == "token" and taken[0]["user"] == "root"
+    assert api.get("/api/v1/admin/audit/_export?before=3", headers=admin).status_code == 400
+    assert api.get("/api/v1/admin/audit/_export", headers={"Authorization": f"Bearer {create_token(database_uri, 'ann', ['sales'])}"}).status_code == 403
+
 
 def test_cli_shows_searches_and_exports_the_trail(database_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XRM_DATABASE_URL", database_uri)
@@ -201,3 +239,73 @@ def test_every_write_door_of_the_api_leaves_its_entry(api: TestClient, database_
     assert newest(1)[0][0] == "security.shared"
     assert api.get("/api/v1/account/_export", headers=admin).status_code == 200
     assert newest(1)[0] == ("export", None)
+
+
+async def test_assign_share_and_unshare_are_in_the_records_history(suppliers: RecordService, db: Database) -> None:
+    """Ownership and shares of one record name that record: its history and a search by record show them."""
+    from xrm.security.model import SecurityService
+
+    created = await suppliers.create({"name": "Teile AG"})
+    users = UserService(db)
+    await users.create_user("bea", "a-long-password", ["sales"])
+    bea = (await SecurityService(db).principal_for_user("bea")).id
+    security = SecurityService(db, registry=suppliers.registry)
+    team = (await security.create_team("Einkauf"))["id"]
+    await security.assign("supplier", created["id"], user="bea")
+    await security.assign("supplier", created["id"], team="Einkauf")
+    await security.share("supplier", created["id"], user="bea", write=True)
+    await security.unshare("supplier", created["id"], user="bea")
+
+    entries = await suppliers.history(created["id"])
+    assert [e.action for e in entries] == [
+        "record.created", "security.assigned", "security.assigned", "security.shared", "security.unshared"]
+    assert all(e.entity == "supplier" and e.record_id == created["id"] for e in entries)
+    first, second, shared, unshared = entries[1:]
+    # The owner change is recorded like a field change (old and new value).
+    assert first.changes == {"owner_id": {"old": str(created["owner_id"]) if created["owner_id"] else None, "new": str(bea)}}
+    assert second.changes == {"owner_id": {"old": str(bea), "new": str(team)}}
+    assert second.details == {"user": None, "team": "Einkauf"}
+    assert shared.details == {"user": "bea", "team": None, "access": "write"} and shared.changes is None
+    assert unshared.details == {"user": "bea", "team": None}
+    log = AuditLog(db)
+    found = await log.search(record_id=created["id"])
+    assert {e.action for e in found} == {"record.created", "security.assigned", "security.shared", "security.unshared"}
+    assert [e.id for e in await log.search(entity="supplier", field="owner_id")] == [second.id, first.id]
+
+
+def test_an_export_records_the_api_token_or_session_it_came_through(api: TestClient, database_uri: str, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who exported through which token: the export entry names the token id, or says session / cli."""
+    users = UserService(api.app.state.platform.db)
+
+    async def make() -> tuple[str, Any]:
+        await users.create_user("eve", "a-long-password", ["admin"])
+        await users.create_token("eve", "laptop")
+        return await users.create_token("eve", "reporting", read_only=True)
+
+    token, info = api.blocking_portal.call(make)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert api.get("/api/v1/account/_export?format=jsonl", headers=headers).status_code == 200
+
+    def exports() -> list[dict[str, Any]]:
+        return api.get("/api/v1/admin/audit?action=export", headers=headers).json()["entries"]
+
+    (entry,) = exports()
+    assert entry["user"] == "eve" and entry["entity"] == "account"
+    assert entry["details"]["token_id"] == str(info.id) and entry["details"]["via"] == "token"
+
+    login = api.post("/api/v1/auth/login", json={"name": "eve", "password": "a-long-password"})
+    assert login.status_code == 200, login.text
+    cookie = [v for k, v in login.headers.multi_items() if k.lower() == "set-cookie" and v.startswith("xrm_session=")][0]
+    api.cookies.clear()
+    session = {"Cookie": cookie.split(";")[0]}
+    assert api.get("/api/v1/account/_export", headers=session).status_code == 200
+    newest = exports()[0]
+    assert newest["details"]["via"] == "session" and newest["details"]["token_id"] is None
+
+    monkeypatch.setenv("XRM_DATABASE_URL", database_uri)
+    monkeypatch.setenv("XRM_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["export", "account", "-o", str(tmp_path / "accounts.csv")])
+    assert result.exit_code == 0, result.output
+    newest = exports()[0]
+    assert newest["user"] == "system" and newest["details"]["via"] == "cli" and newest["details"]["token_id"] is None

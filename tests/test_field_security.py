@@ -357,3 +357,58 @@ async def test_admin_and_system_read_everything_and_history_is_filtered(db: Data
     history = await RecordService(db, registry, "secret", reader, policy).history(record["id"])
     assert history and set(history[0].changes or {}) == {"title"}
     assert await RecordService(db, registry, "secret", reader, policy).count(search="hidden") == 0
+
+
+# -- import look-ups ------------------------------------------------------------
+VENDOR = {
+    "type": "object",
+    "x-xrm": {"name": "vendor", "label": {"en": "Vendor"}, "display_field": "name", "search_fields": ["name"]},
+    "required": ["name"],
+    "properties": {"name": {"type": "string"}, "tax_id": {"type": "string", "x-xrm": {"unique": True, "sensitive": True}}},
+}
+ORDER = {
+    "type": "object",
+    "x-xrm": {"name": "purchase", "label": {"en": "Purchase"}, "display_field": "title"},
+    "required": ["title"],
+    "properties": {"title": {"type": "string"}, "vendor": {"x-xrm": {"type": "reference", "references": "vendor"}}},
+}
+
+
+async def test_import_look_ups_never_match_on_a_sensitive_field_the_importer_may_not_read(db: Database) -> None:
+    """Whether a value of a hidden unique field exists must not show through a reference cell, an upsert key or a look-up."""
+    import uuid
+
+    from xrm.errors import XrmError
+    from xrm.transfer import import_records
+    from xrm.transfer.lookup import ReferenceResolver, find_by_values
+
+    await SchemaService(db).apply([VENDOR, ORDER])
+    registry = await Registry().load(db)
+    vendor = await RecordService(db, registry, "vendor", SYSTEM_PRINCIPAL).create({"name": "Teile AG", "tax_id": "DE123456789"})
+    everything = {("*", action): "all" for action in ("read", "create", "update")}
+    policy = RolePolicy({"sales": everything, "tax": everything}, {"tax": {("vendor", "tax_id"): "read"}})
+    anna = Principal(uuid.uuid4(), "anna", frozenset({"sales"}))
+    tina = Principal(uuid.uuid4(), "tina", frozenset({"tax"}))
+    vendors = RecordService(db, registry, "vendor", anna, policy)
+    assert vendors.hidden_fields == {"tax_id"}
+
+    # The look-up itself: an existing and a made-up value answer alike; a reader of the field finds it.
+    assert await find_by_values(vendors, "tax_id", ["DE123456789", "DE000000000"]) == {"DE123456789": [], "DE000000000": []}
+    readable = await find_by_values(RecordService(db, registry, "vendor", tina, policy), "tax_id", ["DE123456789"])
+    assert [r["id"] for r in readable["DE123456789"]] == [vendor["id"]]
+    resolved = await ReferenceResolver(vendors).resolve(["DE123456789", "DE000000000", "Teile AG"])
+    assert resolved["Teile AG"].id == str(vendor["id"])
+    assert resolved["DE123456789"].id is None and resolved["DE000000000"].id is None
+    assert resolved["DE123456789"].error.replace("DE123456789", "X") == resolved["DE000000000"].error.replace("DE000000000", "X")
+
+    # Through the importer: a reference cell holding the value fails like one holding any other text.
+    report = await import_records(db, registry, "purchase", [
+        {"title": "A", "vendor": "DE123456789"}, {"title": "B", "vendor": "DE000000000"}, {"title": "C", "vendor": "Teile AG"},
+    ], principal=anna, policy=policy)
+    assert report.created == 1
+    first, second = (e.message for e in report.errors)
+    assert first.replace("DE123456789", "X") == second.replace("DE000000000", "X")
+    # ... and the hidden field cannot be the upsert key.
+    with pytest.raises(XrmError, match="sensitive field you may not read"):
+        await import_records(db, registry, "vendor", [{"name": "Teile AG", "tax_id": "DE123456789"}],
+                             principal=anna, policy=policy, upsert_key="tax_id")

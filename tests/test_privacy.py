@@ -426,3 +426,78 @@ async def test_erasure_leaves_other_peoples_equal_dates_alone(db: Database, crm:
     assert twin_created.changes["birthday"] == {"old": None, "new": "1980-01-01"}  # the same date, someone else's
     gone_created = (await people.history(erased["id"]))[0]
     assert gone_created.changes["birthday"] == {"old": None, "new": "[redacted]"}
+
+
+LEAD: dict[str, Any] = {
+    "type": "object",
+    "x-xrm": {"name": "lead", "label": {"en": "Lead"}, "display_field": "name"},
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "x-xrm": {"personal": True}},
+        "email": {"type": "string", "format": "email", "x-xrm": {"personal": True}},
+        "work_email": {"type": "string", "format": "email", "x-xrm": {"personal": True}},
+        "mobile": {"x-xrm": {"type": "phone", "personal": True}},
+    },
+}
+
+
+async def test_a_person_named_by_email_and_phone_is_found_in_entities_with_two_email_fields(
+    db: Database, make_entities: Any
+) -> None:
+    """Each personal field is one query with its own parameter: naming e-mail and phone together (or an
+    entity with two e-mail fields) once sent every parameter to every query ("expects 1 argument, 2 were passed")."""
+    registry = await make_entities(PERSON, TICKET, LEAD)
+    person = await records(db, registry, "person").create({"name": "Paula Both", "email": "paula@both.example", "phone": "+49 40 1112223"})
+    by_work = await records(db, registry, "lead").create({"name": "Paula B.", "work_email": "Paula@Both.example"})
+    by_mobile = await records(db, registry, "lead").create({"name": "P. Both", "email": "p@elsewhere.example", "mobile": "040 1112223-0"})
+    by_phone_only = await records(db, registry, "lead").create({"name": "Paula", "mobile": "+49 (40) 111 2223"})
+    await records(db, registry, "lead").create({"name": "Not Paula", "email": "other@example.org", "work_email": "x@example.org"})
+    query = SubjectQuery(email="paula@both.example", phone="+49 40 1112223")
+
+    bundle = await PrivacyService(db, registry, ADMIN).access(query)
+    found = {(r["entity"], r["id"]): r["matched_by"] for r in bundle["subject_records"]}
+    assert found == {("person", person["id"]): ["email", "phone"], ("lead", by_work["id"]): ["email"],
+                     ("lead", by_phone_only["id"]): ["phone"]}
+    assert ("lead", by_mobile["id"]) not in found  # 0401112223 0 is another number
+
+    dry = await PrivacyService(db, registry, ADMIN).erase(query, dry_run=True)
+    assert dry["dry_run"] and sorted(str(r["id"]) for r in dry["records"]) == sorted(
+        str(key) for key in (person["id"], by_work["id"], by_phone_only["id"]))
+    assert (await records(db, registry, "lead").get(by_work["id"]))["work_email"] == "Paula@Both.example"
+
+
+async def test_erasure_redacts_the_persons_entries_in_audit_archive_files(db: Database, crm: Registry, tmp_path: Path) -> None:
+    """Entries audit retention moved to a file are still the person's: erasure rewrites the file without their values."""
+    people = records(db, crm, "person")
+    person = await people.create({"name": "Archibald Oldentry", "email": "archie.first@oldentry.example"})
+    await people.update(person["id"], {"email": "archie@oldentry.example"})
+    other = await people.create({"name": "Bystander Person", "email": "bystander@example.org"})
+    # The person's entries age past a retention of 30 days and are archived to a file.
+    kept = json.loads(json.dumps(PERSON))
+    kept["x-xrm"]["audit_retention"] = {"days": 30}
+    await SchemaService(db).apply([kept])
+    async with db.transaction() as tx:  # the trail cannot be backdated (append-only): add aged copies of the entries instead
+        for entry in await tx.connection.fetch(
+            "SELECT principal_name, action, entity, record_id, changes FROM xrm_sys.audit_log WHERE entity = 'person' ORDER BY id"
+        ):
+            await tx.connection.execute(
+                "INSERT INTO xrm_sys.audit_log (at, principal_name, action, entity, record_id, changes) "
+                "VALUES (now() - interval '400 days', $1, $2, $3, $4, $5)", *entry.values())
+    [report] = [r for r in await archive_expired_audit(db, ADMIN, tmp_path / "archive") if r["entity"] == "person"]
+    assert report["entries"] >= 3
+    path = Path(report["file"])
+
+    def archived() -> str:
+        with gzip.open(path, "rt", encoding="utf-8") as lines:
+            return lines.read()
+
+    assert "archie.first@oldentry.example" in archived() and "bystander@example.org" in archived()
+    dry = await PrivacyService(db, crm, ADMIN).erase(SubjectQuery(email="archie@oldentry.example"), dry_run=True)
+    assert dry["archive_file_entries_redacted"] >= 2 and "archie.first" in archived()  # a dry run changes no file
+    report = await PrivacyService(db, crm, ADMIN).erase(SubjectQuery(email="archie@oldentry.example"))
+    assert report["archive_file_entries_redacted"] == dry["archive_file_entries_redacted"] and report["archive_files_missing"] == []
+    text = archived()
+    for value in ("Archibald", "Oldentry", "archie.first@oldentry.example", "archie@oldentry.example"):
+        assert value.casefold() not in text.casefold(), value
+    assert "bystander@example.org" in text and "[redacted]" in text  # other people's entries stay as they were
+    assert (await people.get(other["id"]))["email"] == "bystander@example.org"

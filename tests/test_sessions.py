@@ -148,6 +148,32 @@ def test_unknown_names_fail_and_lock_exactly_like_users(api: TestClient) -> None
     assert entry.principal_id is None
 
 
+def test_spraying_one_guess_per_name_locks_the_address(api: TestClient) -> None:
+    """Password spraying (one wrong password per name, from one address) is stopped at 20 failures."""
+    make_user(api, "anna")
+    sprayed = [login(api, f"user{i}", "Winter2026!") for i in range(20)]
+    assert [r.status_code for r in sprayed] == [401] * 19 + [429]
+    locked = problem(login(api, "anna", PASSWORD), 429)  # even the right password, from this address
+    assert "from this address" in locked["detail"] and locked["locked_until"]
+    (entry,) = audit(api, action="auth.address_locked")
+    assert entry.details["address"] == "testclient" and entry.details["failed_logins"] == 20
+    assert audit(api, action="auth.login_failed", user="anna")[0].details["reason"] == "address locked"
+    # No name was locked: anna logs in from elsewhere.
+    platform = api.app.state.platform
+    other = run(api, lambda p: UserService(p.db, platform.settings).authenticate("anna", PASSWORD, address="10.0.0.7"))
+    assert other is not None and other.name == "anna"
+
+
+def test_the_address_limit_can_be_turned_off(database_uri: str, tmp_path: Path) -> None:
+    from xrm.app import create_app
+
+    settings = Settings.from_env({"XRM_DATABASE_URL": database_uri, "XRM_DATA_DIR": str(tmp_path), "XRM_SCHEMA_DIR": str(tmp_path),
+                                  "XRM_LOGIN_MAX_FAILURES_PER_ADDRESS": "0"})
+    assert settings.login_max_failures_per_address == 0
+    with TestClient(app=create_app(settings)) as client:
+        assert [login(client, f"user{i}", "guess").status_code for i in range(25)] == [401] * 25
+
+
 def test_failures_far_apart_do_not_add_up() -> None:
     now = datetime.now(timezone.utc)
     period = timedelta(minutes=15)
@@ -374,6 +400,37 @@ def test_a_disabled_user_loses_the_session(api: TestClient) -> None:
     anna = Session(api, "anna")
     sql(api, "UPDATE xrm_sys.app_user SET disabled_at = now() WHERE name = 'anna'")
     problem(anna.request("GET", "/api/v1/account", csrf=False), 401)
+
+
+def test_admins_create_disable_and_enable_users_and_end_their_sessions(api: TestClient, admin: dict[str, str], xrm_cli: Any) -> None:
+    created = ok(api.post("/api/v1/admin/users", headers=admin, json={"name": "bea", "password": PASSWORD, "roles": ["sales"]}), 201)
+    assert created["name"] == "bea" and created["roles"] == ["sales"] and not created["disabled"]
+    problem(api.post("/api/v1/admin/users", headers=admin, json={"name": "bea2", "password": "short"}), 422)
+    problem(api.post("/api/v1/admin/users", headers=bearer(api, "carl", ["sales"]), json={"name": "x", "password": PASSWORD}), 403)
+    bea = Session(api, "bea")
+    raw, _ = run(api, lambda platform: UserService(platform.db).create_token("bea"))
+    token = {"Authorization": f"Bearer {raw}"}  # bea's API token
+    ok(bea.request("GET", "/api/v1/account", csrf=False))
+    # Log out everywhere, by an admin: the session ends, the token stays.
+    assert ok(api.post("/api/v1/admin/users/bea/logout-all", headers=admin)) == {"user": "bea", "sessions_ended": 1}
+    problem(bea.request("GET", "/api/v1/account", csrf=False), 401)
+    ok(api.get("/api/v1/account", headers=token))
+    # Disabled: no login, no token.
+    bea = Session(api, "bea")
+    changed = ok(api.patch("/api/v1/admin/users/bea", headers=admin, json={"disabled": True}))
+    assert changed["disabled"] and changed["disabled_at"]
+    problem(bea.request("GET", "/api/v1/account", csrf=False), 401)
+    problem(api.get("/api/v1/account", headers=token), 401)
+    problem(login(api, "bea", PASSWORD), 401)
+    assert [u["disabled"] for u in ok(api.get("/api/v1/admin/users", headers=admin))["users"] if u["name"] == "bea"] == [True]
+    # Enabled again, from the command line.
+    assert "Enabled bea" in xrm_cli("user", "enable", "bea")
+    ok(api.get("/api/v1/account", headers=token))
+    assert "bea\tsales\tactive" in xrm_cli("user", "list")
+    assert "Disabled bea" in xrm_cli("user", "disable", "bea")
+    problem(api.patch("/api/v1/admin/users/nobody", headers=admin, json={"disabled": True}), 404)
+    actions = [e.action for e in audit(api, action="auth.user_disabled")] + [e.action for e in audit(api, action="auth.sessions_ended")]
+    assert actions.count("auth.user_disabled") == 2 and "auth.sessions_ended" in actions
 
 
 def test_openapi_lists_the_auth_operations(api: TestClient) -> None:

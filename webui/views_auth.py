@@ -51,7 +51,9 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any] | Template:
         return _login_page(request, 403, next=target, name=name, error=t.gettext("This login form was sent from another site."))
     platform = platform_of(request)
     try:
-        principal = await UserService(platform.db, platform.settings).authenticate(name, password)
+        principal = await UserService(platform.db, platform.settings).authenticate(
+            name, password, address=request.client.host if request.client else None
+        )
     except LoginLocked as locked:
         until = t.datetime(locked.until)
         return _login_page(request, 429, next=target, name=name,

@@ -55,6 +55,12 @@ _BODIES: dict[str, dict[str, Any]] = {
         "parent": {"anyOf": [_NAME, {"type": "null"}], "description": "The new parent team, or null for a top-level team"}}},
     "ShareInput": {**_GRANTEE, "properties": {**_GRANTEE["properties"], "access": {"type": "string", "enum": ["read", "write"], "default": "read"}}},
     "AssignInput": _GRANTEE,
+    "UserInput": {"type": "object", "required": ["name", "password"], "additionalProperties": False, "properties": {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$"},
+        "password": {"type": "string", "minLength": 8, "maxLength": 1000},
+        "roles": {"type": "array", "items": _NAME, "uniqueItems": True}}},
+    "UserChange": {"type": "object", "required": ["disabled"], "additionalProperties": False, "properties": {
+        "disabled": {"type": "boolean", "description": "true: no login, sessions end, tokens stop working; false: enabled again"}}},
 }
 _VALIDATORS = {name: Draft202012Validator(schema) for name, schema in _BODIES.items()}
 
@@ -80,6 +86,13 @@ def admin_schemas() -> dict[str, Any]:
             "user": nullable_text, "team": nullable_text, "access": {"type": "string", "enum": ["read", "write"]},
             "granted_by": nullable_text, "granted_at": {"type": "string", "format": "date-time"},
             "revoked_at": {"type": ["string", "null"], "format": "date-time"}}},
+        "User": {"type": "object", "required": ["id", "name", "roles", "created_at", "disabled", "locked"], "properties": {
+            "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"}, "disabled": {"type": "boolean"},
+            "disabled_at": {"type": ["string", "null"], "format": "date-time"},
+            "locked": {"type": "boolean", "description": "Locked after too many failed logins"}}},
+        "SessionsEnded": {"type": "object", "required": ["user", "sessions_ended"], "properties": {
+            "user": {"type": "string"}, "sessions_ended": {"type": "integer"}}},
         "UserRoles": {"type": "object", "required": ["user", "roles"], "properties": {
             "user": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}}}},
         "Explanation": {"type": "object", "required": ["user", "entity", "record_id", "action", "allowed", "reasons", "notes"], "properties": {
@@ -172,6 +185,58 @@ async def grant_field(request: Request[Any, Any, Any], role: FromPath[str]) -> R
 async def revoke_field(request: Request[Any, Any, Any], role: FromPath[str]) -> Response[bytes]:
     security = await _admin(request)
     return json_response(await security.revoke_field(role, _query(request, "entity"), _query(request, "field")))
+
+
+# -- users ----------------------------------------------------------------------
+def _users(principal: Any, request: Request[Any, Any, Any]) -> Any:
+    from ..auth import UserService
+
+    platform = platform_of(request)
+    return UserService(platform.db, platform.settings, actor=principal)
+
+
+async def _admin_principal(request: Request[Any, Any, Any]) -> Any:
+    principal = await principal_of(request)
+    if "admin" not in principal.roles:
+        raise PermissionDenied("Managing users needs the admin role")
+    return principal
+
+
+async def _user_row(users: Any, name: str) -> dict[str, Any]:
+    from ..errors import NotFound
+
+    for row in await users.list_users():
+        if row["name"] == name:
+            return row  # type: ignore[no-any-return]
+    raise NotFound(f"No user named {name!r}")
+
+
+@get("/api/v1/admin/users")
+async def list_users(request: Request[Any, Any, Any]) -> Response[bytes]:
+    users = _users(await _admin_principal(request), request)
+    return json_response({"users": await users.list_users()})
+
+
+@post("/api/v1/admin/users", status_code=201)
+async def create_user(request: Request[Any, Any, Any]) -> Response[bytes]:
+    users = _users(await _admin_principal(request), request)
+    body = await _body(request, "UserInput")
+    created = await users.create_user(body["name"], body["password"], body.get("roles") or [])
+    return json_response(await _user_row(users, created.name), 201)
+
+
+@patch("/api/v1/admin/users/{user:str}")
+async def change_user(request: Request[Any, Any, Any], user: FromPath[str]) -> Response[bytes]:
+    users = _users(await _admin_principal(request), request)
+    body = await _body(request, "UserChange")
+    await users.set_disabled(user, body["disabled"])
+    return json_response(await _user_row(users, user))
+
+
+@post("/api/v1/admin/users/{user:str}/logout-all", status_code=200)
+async def end_user_sessions(request: Request[Any, Any, Any], user: FromPath[str]) -> Response[bytes]:
+    users = _users(await _admin_principal(request), request)
+    return json_response({"user": user, "sessions_ended": await users.end_sessions(user)})
 
 
 @put("/api/v1/admin/users/{user:str}/roles/{role:str}", status_code=200)
@@ -288,6 +353,7 @@ admin_handlers = [
     list_roles, create_role, get_role, delete_role, grant, revoke, grant_field, revoke_field, grant_role, revoke_role,
     list_teams, create_team, get_team, move_team, delete_team, add_member, remove_member,
     list_shares, explain, record_shares, share_record, unshare_record, assign_record,
+    list_users, create_user, change_user, end_user_sessions,
 ]
 
 
@@ -342,6 +408,19 @@ def admin_paths() -> dict[str, Any]:
             "delete": op("revoke_field", "Remove the role's grant for a sensitive field", _ok("The role", _ref("Role")), parameters=[
                 {"name": "entity", "in": "query", "required": True, "schema": text},
                 {"name": "field", "in": "query", "required": True, "schema": text}]),
+        },
+        "/api/v1/admin/users": {
+            "get": op("list_users", "Users with roles and state (admins)", _ok("Users", _list_of("users", "User"))),
+            "post": op("create_user", "Create a user (admins)", _ok("The user", _ref("User"), "201"), body, requestBody=request_body("UserInput")),
+        },
+        "/api/v1/admin/users/{user}": {
+            "parameters": [_path("user")],
+            "patch": op("change_user", "Disable a user (no login; sessions end, tokens stop) or enable it again",
+                        _ok("The user", _ref("User")), body, requestBody=request_body("UserChange")),
+        },
+        "/api/v1/admin/users/{user}/logout-all": {
+            "parameters": [_path("user")],
+            "post": op("end_user_sessions", "End every web session of a user (API tokens stay)", _ok("Sessions ended", _ref("SessionsEnded"))),
         },
         "/api/v1/admin/users/{user}/roles/{role}": {
             "parameters": [_path("user"), _path("role")],

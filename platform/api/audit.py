@@ -6,10 +6,14 @@ import datetime as dt
 import uuid
 from typing import Any
 
+from collections.abc import AsyncIterator
+
 from litestar import Request, Response, get
+from litestar.response import Stream
 from litestar.params import FromPath
 
 from ..audit import MAX_PAGE, AuditLog
+from ..db.database import json_dumps
 from ..errors import Problem, pointer
 from ..schema.field_types import in_utc_range, parse_aware_datetime
 from .common import platform_of, principal_of
@@ -81,4 +85,44 @@ async def search_audit(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response({"entries": [e.as_dict() for e in entries], "next_before": next_before})
 
 
-audit_handlers = [record_history, search_audit]
+_EXPORT_PARAMETERS = ("entity", "record_id", "user", "action", "field", "since", "until")
+
+
+@get("/api/v1/admin/audit/_export")
+async def export_audit(request: Request[Any, Any, Any]) -> Stream:
+    """Every matching entry as JSON Lines, newest first, streamed page by page (admins only); audited itself."""
+    principal = await principal_of(request)
+    if "admin" not in principal.roles:
+        raise PermissionDenied("Exporting the audit trail needs the admin role")
+    params = request.query_params
+    unknown = [key for key in params.keys() if key not in _EXPORT_PARAMETERS]
+    if unknown:
+        raise BadRequest("Invalid query parameter", [Problem(pointer(key), "is not an export parameter") for key in unknown])
+    record_id = params.get("record_id")
+    try:
+        record_key = uuid.UUID(record_id) if record_id is not None else None
+    except ValueError:
+        raise _bad("record_id", "must be a record id (uuid)") from None
+    filters = {"entity": params.get("entity"), "record_id": record_key, "user": params.get("user"), "action": params.get("action"),
+               "field": params.get("field"), "since": _moment("since", params.get("since")), "until": _moment("until", params.get("until"))}
+    log = AuditLog(platform_of(request).db)
+    # Recorded before the first byte: who took which part of the trail (filters as given).
+    await log.write_now(principal, "audit.exported", details={
+        "filters": {k: str(v) for k, v in filters.items() if v is not None}, "via": principal.via or "service",
+        **({"token_id": str(principal.token_id)} if principal.token_id else {})})
+
+    async def lines() -> AsyncIterator[str]:
+        before = None
+        while True:
+            entries = await log.search(**filters, before_id=before, limit=MAX_PAGE)
+            for entry in entries:
+                yield json_dumps(entry.as_dict()) + "\n"
+            if len(entries) < MAX_PAGE:
+                return
+            before = entries[-1].id
+
+    return Stream(lines(), media_type="application/x-ndjson",
+                  headers={"Content-Disposition": 'attachment; filename="audit.jsonl"'})
+
+
+audit_handlers = [record_history, search_audit, export_audit]

@@ -136,7 +136,9 @@ async def login(request: Request[Any, Any, Any]) -> Response[bytes]:
     require_same_origin(request)
     name, password = await _credentials(request)
     platform = platform_of(request)
-    principal = await UserService(platform.db, platform.settings).authenticate(name, password)  # LoginLocked: 429
+    principal = await UserService(platform.db, platform.settings).authenticate(  # LoginLocked: 429
+        name, password, address=request.client.host if request.client else None
+    )
     if principal is None:
         raise LoginFailed("Wrong user name or password")
     sessions = SessionService(platform.db, platform.settings)

@@ -352,6 +352,12 @@ def _audit_paths() -> dict[str, Any]:
         "operationId": "search_audit", "tags": ["Audit trail"], "summary": "Search the audit trail, newest first (admins)",
         "parameters": parameters,
         "responses": {"200": {"description": "A page of entries", "content": _json(page)}, **_errors("400", "401", "403", "422")},
+    }}, "/api/v1/admin/audit/_export": {"get": {
+        "operationId": "export_audit", "tags": ["Audit trail"],
+        "summary": "Every matching entry as JSON Lines, newest first (admins; the export is audited)",
+        "parameters": [p for p in parameters if p["name"] not in ("before", "limit")],
+        "responses": {"200": {"description": "One AuditEntry per line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
+                      **_errors("400", "401", "403", "422")},
     }}}
 
 

@@ -58,7 +58,10 @@ def privacy_schemas() -> dict[str, Any]:
             "records": {"type": "array", "items": {**_REF, "properties": {**_REF["properties"], "fields": {"type": "array", "items": {"type": "string"}}}}},
             "related_records_kept": {"type": "integer"}, "audit_entries_redacted": {"type": "integer"},
             "outbox_events_redacted": {"type": "integer"}, "archived_values_redacted": {"type": "integer"},
-            "plugin_rows_redacted": {"type": "integer", "description": "Rows of plugins' own tables (e-mails, jobs, links)"}}},
+            "plugin_rows_redacted": {"type": "integer", "description": "Rows of plugins' own tables (e-mails, jobs, links)"},
+            "archive_file_entries_redacted": {"type": "integer", "description": "Entries in audit archive files (xrm audit archive)"},
+            "archive_files_missing": {"type": "array", "items": {"type": "string"},
+                                      "description": "Archive files the database knows of that are no longer where they were written"}}},
         "RetentionReport": {"type": "object", "required": ["rules"], "properties": {"rules": {"type": "array", "items": {
             "type": "object", "required": ["entity", "action", "days", "after", "dry_run", "due", "kept_referenced"], "properties": {
                 "entity": {"type": "string"}, "action": {"type": "string", "enum": ["anonymise", "delete"]}, "days": {"type": "integer"},

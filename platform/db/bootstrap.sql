@@ -71,9 +71,9 @@ CREATE TABLE IF NOT EXISTS xrm_sys.outbox (
 CREATE INDEX IF NOT EXISTS outbox_pending ON xrm_sys.outbox (id) WHERE processed_at IS NULL;
 
 -- Audit trail: who changed what, when, per field old and new value. Rows are
--- written in the same transaction as the change. Append-only, enforced here:
--- triggers refuse UPDATE, DELETE and TRUNCATE for every role, the application's
--- included (only dropping the trigger, a schema owner's act, could bypass it).
+-- written in the same transaction as the change. Append-only: triggers
+-- (audit_trail.sql) refuse UPDATE, DELETE and TRUNCATE for every role, and the
+-- application's role owns neither the table nor the triggers (docs/audit.md).
 CREATE TABLE IF NOT EXISTS xrm_sys.audit_log (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at             timestamptz NOT NULL DEFAULT now(),
@@ -85,78 +85,16 @@ CREATE TABLE IF NOT EXISTS xrm_sys.audit_log (
     changes        jsonb,
     details        jsonb
 );
-CREATE INDEX IF NOT EXISTS audit_log__record ON xrm_sys.audit_log (record_id, id) WHERE record_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS audit_log__entity ON xrm_sys.audit_log (entity, id);
-CREATE INDEX IF NOT EXISTS audit_log__principal ON xrm_sys.audit_log (principal_id, id);
-CREATE INDEX IF NOT EXISTS audit_log__at ON xrm_sys.audit_log (at);
--- Two controlled exceptions, both able only to remove information, never to
--- add or alter it (docs/audit.md, docs/privacy.md):
---  * redaction (erasure of a person): inside a transaction that says
---    SET LOCAL xrm.audit_redaction = 'on', an UPDATE may replace values in
---    `changes` / `details` by the string "[redacted]"; every other column and
---    every other value must stay exactly as it was (checked below);
---  * retention: inside SET LOCAL xrm.audit_archive = 'on', a DELETE may remove
---    an entry of an entity whose live definition keeps its trail for N days
---    (x-xrm audit_retention), and only once the entry is older than that.
-CREATE OR REPLACE FUNCTION xrm_sys.jsonb_is_redaction_of(redacted jsonb, original jsonb) RETURNS boolean
-LANGUAGE plpgsql IMMUTABLE AS $$
-DECLARE
-    key text;
-    i integer;
-BEGIN
-    IF redacted IS NOT DISTINCT FROM original OR redacted = '"[redacted]"'::jsonb THEN
-        RETURN true;
-    END IF;
-    IF redacted IS NULL OR original IS NULL OR jsonb_typeof(redacted) <> jsonb_typeof(original) THEN
-        RETURN false;
-    END IF;
-    IF jsonb_typeof(original) = 'object' THEN
-        IF (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(redacted) k)
-           IS DISTINCT FROM (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(original) k) THEN
-            RETURN false;
-        END IF;
-        FOR key IN SELECT jsonb_object_keys(original) LOOP
-            IF NOT xrm_sys.jsonb_is_redaction_of(redacted -> key, original -> key) THEN
-                RETURN false;
-            END IF;
-        END LOOP;
-        RETURN true;
-    END IF;
-    IF jsonb_typeof(original) = 'array' AND jsonb_array_length(redacted) = jsonb_array_length(original) THEN
-        FOR i IN 0 .. jsonb_array_length(original) - 1 LOOP
-            IF NOT xrm_sys.jsonb_is_redaction_of(redacted -> i, original -> i) THEN
-                RETURN false;
-            END IF;
-        END LOOP;
-        RETURN true;
-    END IF;
-    RETURN false;
-END $$;
-CREATE OR REPLACE FUNCTION xrm_sys.audit_log_is_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    keep_days integer;
-BEGIN
-    IF TG_OP = 'UPDATE' AND current_setting('xrm.audit_redaction', true) = 'on'
-       AND (NEW.id, NEW.at, NEW.principal_id, NEW.principal_name, NEW.action, NEW.entity, NEW.record_id)
-           IS NOT DISTINCT FROM (OLD.id, OLD.at, OLD.principal_id, OLD.principal_name, OLD.action, OLD.entity, OLD.record_id)
-       AND xrm_sys.jsonb_is_redaction_of(NEW.changes, OLD.changes)
-       AND xrm_sys.jsonb_is_redaction_of(NEW.details, OLD.details) THEN
-        RETURN NEW;
-    END IF;
-    IF TG_OP = 'DELETE' AND current_setting('xrm.audit_archive', true) = 'on' AND OLD.entity IS NOT NULL THEN
-        SELECT (definition -> 'x-xrm' -> 'audit_retention' ->> 'days')::integer INTO keep_days
-        FROM xrm_sys.entity WHERE name = OLD.entity AND removed_at IS NULL;
-        IF keep_days IS NOT NULL AND OLD.at < now() - make_interval(days => keep_days) THEN
-            RETURN OLD;
-        END IF;
-    END IF;
-    RAISE EXCEPTION 'xrm_sys.audit_log is append-only: % is not allowed', TG_OP
-        USING ERRCODE = 'insufficient_privilege';
-END $$;
-CREATE OR REPLACE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON xrm_sys.audit_log
-    FOR EACH ROW EXECUTE FUNCTION xrm_sys.audit_log_is_append_only();
-CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON xrm_sys.audit_log
-    FOR EACH STATEMENT EXECUTE FUNCTION xrm_sys.audit_log_is_append_only();
+-- The files audit retention archived entries to (xrm.privacy.audit_retention), so an
+-- erasure can redact them too (xrm.privacy.archive_files).
+CREATE TABLE IF NOT EXISTS xrm_sys.audit_archive_file (
+    path       text PRIMARY KEY,
+    entity     text NOT NULL,
+    entries    integer NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+-- Its indexes, trigger functions and triggers: audit_trail.sql (run only by a role that may
+-- change them: a superuser or the table's owner; see bootstrap_system_schema).
 
 -- Users and API tokens (roles, teams and permissions build on these).
 CREATE TABLE IF NOT EXISTS xrm_sys.app_user (
@@ -292,6 +230,15 @@ CREATE TABLE IF NOT EXISTS xrm_sys.login_failure (
     locked_until         timestamptz
 );
 CREATE INDEX IF NOT EXISTS login_failure_last ON xrm_sys.login_failure (last_failed_login_at);
+-- Failed logins per client address, whatever the names (password spraying: one
+-- guess per name from one address); the same counting and lock as per name.
+CREATE TABLE IF NOT EXISTS xrm_sys.login_failure_by_address (
+    address              text PRIMARY KEY,
+    failed_logins        integer NOT NULL DEFAULT 0,
+    last_failed_login_at timestamptz,
+    locked_until         timestamptz
+);
+CREATE INDEX IF NOT EXISTS login_failure_by_address_last ON xrm_sys.login_failure_by_address (last_failed_login_at);
 -- A browser login. id is the SHA-256 of the cookie's random token (the token
 -- itself is never stored); the CSRF token is derived from the token.
 CREATE TABLE IF NOT EXISTS xrm_sys.web_session (

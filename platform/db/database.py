@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import json
+import logging
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +28,14 @@ from piccolo.engine.postgres import PostgresEngine, PostgresTransaction
 from ..errors import XrmError
 from ..settings import Settings
 
-__all__ = ["Database", "database_uri", "json_dumps"]
+__all__ = ["APP_ROLE", "AUDIT_OWNER_ROLE", "Database", "database_uri", "json_dumps"]
+
+log = logging.getLogger(__name__)
+
+APP_ROLE = "xrm_app"
+"""The role the application runs as when it bootstraps as a superuser (the embedded default)."""
+AUDIT_OWNER_ROLE = "xrm_audit_owner"
+"""Owns the audit table and its trigger functions; NOLOGIN, so no connection can act as it."""
 
 
 def _json_default(value: Any) -> Any:
@@ -72,7 +81,11 @@ class Database:
     """The pool, transactions and the system schema of one PostgreSQL database."""
 
     def __init__(self, uri: str) -> None:
+        self.admin_uri = uri
+        """The configured URI: bootstrap (the system schema, roles, grants) connects with it."""
         self.uri = uri
+        """What the pool and listeners connect with: the application role APP_ROLE once open() has
+        secured the audit trail (see _runtime_uri), else the configured URI."""
         self.engine: PostgresEngine | None = None
         self.server_version: int = 0
 
@@ -80,7 +93,7 @@ class Database:
         # Probe with one plain connection first, so an unreachable or unfit
         # server gets one clear message (Piccolo would only print a warning).
         try:
-            probe = await asyncpg.connect(self.uri)
+            probe = await asyncpg.connect(self.admin_uri)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
             raise XrmError(f"Cannot connect to the database at {_redacted(self.uri)}: {error}") from None
         try:
@@ -95,6 +108,7 @@ class Database:
                         f"The pgvector extension is not available on this server ({error}); "
                         "use a PostgreSQL with pgvector, e.g. the pgvector/pgvector image"
                     ) from None
+                self.uri = await _runtime_uri(probe, self.admin_uri)
         finally:
             await probe.close()
         # Created only now: Piccolo's engine connects once when constructed.
@@ -132,12 +146,102 @@ class Database:
             yield connection
 
 
+async def _runtime_uri(probe: asyncpg.Connection, uri: str) -> str:
+    """The URI the application should run with, after taking the audit trail out of its reach.
+
+    The audit trail's triggers refuse UPDATE/DELETE/TRUNCATE, but the table's
+    owner may disable them and a superuser may skip them (session_replication_role).
+    So when xrm bootstraps as a superuser (the embedded database always does),
+    the audit table and its trigger functions go to the NOLOGIN role
+    AUDIT_OWNER_ROLE, and the pool runs as the plain role APP_ROLE: it owns the
+    entity tables (schema changes) and may read and write the system tables,
+    but on the audit table it may only SELECT, INSERT and the UPDATE/DELETE the
+    triggers allow (redaction, retention). If APP_ROLE cannot log in (a server
+    that wants passwords), or xrm does not bootstrap as a superuser, it keeps
+    the configured role and says so: docs/audit.md tells how to set the roles
+    up by hand on an external server.
+    """
+    superuser = await probe.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    if not superuser:
+        owner = await probe.fetchval("SELECT tableowner FROM pg_tables WHERE schemaname = 'xrm_sys' AND tablename = 'audit_log'")
+        if owner == await probe.fetchval("SELECT current_user"):
+            log.warning(
+                "xrm runs as the owner of xrm_sys.audit_log: the audit trail is append-only by trigger only "
+                "(an owner may disable triggers); see docs/audit.md for separate roles"
+            )
+        return uri
+    async with probe.transaction():
+        await probe.execute("SELECT pg_advisory_xact_lock(7406001)")
+        await probe.execute(_SECURE_AUDIT_TRAIL)
+    runtime = _with_user(uri, APP_ROLE)
+    try:
+        check = await asyncpg.connect(runtime)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+        log.warning(
+            "cannot connect as %s (%s): xrm runs as the superuser of %s, and a superuser can bypass the "
+            "audit trail's triggers; see docs/audit.md", APP_ROLE, error, _redacted(uri)
+        )
+        return uri
+    await check.close()
+    return runtime
+
+
+def _with_user(uri: str, user: str) -> str:
+    """`uri` with `user` and no password (the embedded server trusts local connections)."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{urllib.parse.quote(user)}@{host}"))
+
+
+# Idempotent (run at every start, as a superuser). Roles are per server, so two
+# databases starting at once may race to create them: duplicate_object is fine.
+_SECURE_AUDIT_TRAIL = f"""
+DO $$ BEGIN
+    CREATE ROLE {AUDIT_OWNER_ROLE} NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+DO $$ BEGIN
+    CREATE ROLE {APP_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+ALTER TABLE xrm_sys.audit_log OWNER TO {AUDIT_OWNER_ROLE};
+ALTER FUNCTION xrm_sys.audit_log_is_append_only() OWNER TO {AUDIT_OWNER_ROLE};
+ALTER FUNCTION xrm_sys.jsonb_is_redaction_of(jsonb, jsonb) OWNER TO {AUDIT_OWNER_ROLE};
+GRANT USAGE ON SCHEMA xrm_sys, xrm_archive, public TO {APP_ROLE};
+GRANT CREATE ON SCHEMA public, xrm_archive TO {APP_ROLE};
+GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES ON ALL TABLES IN SCHEMA xrm_sys TO {APP_ROLE};
+GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA xrm_sys TO {APP_ROLE};
+REVOKE ALL ON xrm_sys.audit_log FROM {APP_ROLE};
+GRANT SELECT, INSERT, UPDATE, DELETE ON xrm_sys.audit_log TO {APP_ROLE};
+REVOKE ALL ON xrm_sys.audit_log FROM PUBLIC;
+DO $$ DECLARE sequence_name text := pg_get_serial_sequence('xrm_sys.audit_log', 'id');
+BEGIN
+    EXECUTE format('REVOKE UPDATE ON SEQUENCE %s FROM {APP_ROLE}', sequence_name);
+END $$;
+-- Entity tables (and archived ones) belong to the application, which changes their schema.
+DO $$ DECLARE t record;
+BEGIN
+    FOR t IN SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('public', 'xrm_archive') AND c.relkind IN ('r', 'p', 'v', 'm')
+               AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = '{APP_ROLE}')
+    LOOP
+        EXECUTE format('ALTER TABLE %I.%I OWNER TO {APP_ROLE}', t.nspname, t.relname);
+    END LOOP;
+END $$;
+"""
+
+
 async def bootstrap_system_schema(connection: asyncpg.Connection) -> None:
     """Create the system schema (idempotent; serialised by an advisory lock)."""
-    sql = resources.files("xrm.db").joinpath("bootstrap.sql").read_text(encoding="utf-8")
+    files = resources.files("xrm.db")
     async with connection.transaction():
         await connection.execute("SELECT pg_advisory_xact_lock(7406001)")
-        await connection.execute(sql)
+        await connection.execute(files.joinpath("bootstrap.sql").read_text(encoding="utf-8"))
+        if await connection.fetchval(
+            "SELECT rolsuper OR pg_has_role(current_user, (SELECT tableowner FROM pg_tables "
+            "WHERE schemaname = 'xrm_sys' AND tablename = 'audit_log'), 'USAGE') FROM pg_roles WHERE rolname = current_user"
+        ):
+            await connection.execute(files.joinpath("audit_trail.sql").read_text(encoding="utf-8"))
         if connection.get_server_version().major < 16:
             # pg_input_is_valid() arrived in PostgreSQL 16; emulate it on 15.
             await connection.execute(_INPUT_IS_VALID_FALLBACK)

@@ -66,6 +66,10 @@ async def archive_expired_audit(db: Database, principal: Principal, directory: P
             )
             await connection.execute("SET LOCAL xrm.audit_archive = 'off'")
             report.update(entries=int(deleted.split()[-1]), file=str(path))
+            await connection.execute(
+                "INSERT INTO xrm_sys.audit_archive_file (path, entity, entries) VALUES ($1, $2, $3) "
+                "ON CONFLICT (path) DO UPDATE SET entries = EXCLUDED.entries", str(path.resolve()), rule["name"], report["entries"],
+            )
             await AuditLog.write(connection, principal, "audit.archived", entity=rule["name"], details={
                 "entries": report["entries"], "before": cutoff, "file": path.name,
             })

@@ -26,6 +26,7 @@ from ..records.policy import OpenPolicy, Policy
 from ..records.principal import Principal
 from ..records.service import RecordService
 from ..registry import Registry
+from .archive_files import archive_files, former_values, redact_files
 from .redaction import Redaction, needles_of, redact
 
 __all__ = ["PrivacyService", "SubjectQuery"]
@@ -91,19 +92,17 @@ class PrivacyService:
                     raise NotFound(f"No {query.entity} record with id {query.record_id}")
                 own.setdefault((entity.name, key), SubjectRecord(entity.name, key)).matched_by.append("record")
             for entity in self.registry:
-                conditions = []
-                params: list[Any] = []
+                # One query per personal field, each with its own single parameter ($1).
+                conditions: list[tuple[str, Any, str]] = []
                 for name in entity.definition.personal_fields:
                     f = entity.fields[name]
                     column = quote_ident(name)
                     if f.type.name == "email" and query.email:
-                        params.append(query.email.strip().lower())
-                        conditions.append((f"lower({column}) = ${len(params)}", "email"))
+                        conditions.append((f"lower({column}) = $1", query.email.strip().lower(), "email"))
                     elif f.type.name == "phone" and query.phone:
-                        params.append(_digits(query.phone))
-                        conditions.append((f"regexp_replace({column}, '[^0-9]', '', 'g') = ${len(params)}", "phone"))
-                for condition, how in conditions:
-                    for row in await connection.fetch(f"SELECT id FROM {entity.table} WHERE {condition}", *params):
+                        conditions.append((f"regexp_replace({column}, '[^0-9]', '', 'g') = $1", _digits(query.phone), "phone"))
+                for condition, value, how in conditions:
+                    for row in await connection.fetch(f"SELECT id FROM {entity.table} WHERE {condition}", value):
                         match = own.setdefault((entity.name, row["id"]), SubjectRecord(entity.name, row["id"]))
                         if how not in match.matched_by:
                             match.matched_by.append(how)
@@ -162,11 +161,11 @@ class PrivacyService:
         report: dict[str, Any] = {"dry_run": dry_run, "records": [], "related_records_kept": len(related)}
         try:
             async with self.db.transaction() as tx:
-                report.update(await self._erase_records(tx.connection, [(m.entity, m.id) for m in own], report["records"]))
+                report.update(await self._erase_records(tx.connection, [(m.entity, m.id) for m in own], report["records"], dry_run=dry_run))
                 await AuditLog.write(tx.connection, self.principal, "privacy.erased", details={
                     "records": report["records"], "related_records_kept": len(related),
                     **{k: report[k] for k in ("audit_entries_redacted", "outbox_events_redacted", "archived_values_redacted",
-                                              "plugin_rows_redacted")},
+                                              "plugin_rows_redacted", "archive_file_entries_redacted", "archive_files_missing")},
                 })
                 if dry_run:
                     raise _RollBack
@@ -175,10 +174,11 @@ class PrivacyService:
         return report
 
     async def _erase_records(
-        self, connection: Any, records: list[tuple[str, uuid.UUID]], erased: list[dict[str, Any]]
-    ) -> dict[str, int]:
+        self, connection: Any, records: list[tuple[str, uuid.UUID]], erased: list[dict[str, Any]], *, dry_run: bool = False
+    ) -> dict[str, Any]:
         keys: dict[uuid.UUID, frozenset[str] | None] = {}
         values: list[Any] = []
+        identifying_by_record: dict[uuid.UUID, set[str]] = {}
         for entity_name, record_id in records:
             entity = self.registry.get(entity_name)
             personal = entity.definition.personal_fields
@@ -210,9 +210,17 @@ class PrivacyService:
                 values.extend(v for k, v in changes["changes"].items() if k in identifying)
             fields = await self._records(entity_name).erase_personal(record_id)
             keys[record_id] = redacted_keys
+            identifying_by_record[record_id] = identifying
             erased.append({"entity": entity_name, "id": record_id, "fields": fields})
-        counts = await redact(connection, Redaction(keys, needles_of(values)))
-        return {f"{kind}_redacted": n for kind, n in counts.items()}
+        # Entries audit retention moved to archive files: their former values count, and they are redacted too.
+        files, missing = await archive_files(connection)
+        values.extend(former_values(files, identifying_by_record))
+        redaction = Redaction(keys, needles_of(values))
+        counts = await redact(connection, redaction)
+        counts["archive_file_entries"] = redact_files(files, redaction, dry_run=dry_run)
+        result: dict[str, Any] = {f"{kind}_redacted": n for kind, n in counts.items()}
+        result["archive_files_missing"] = missing
+        return result
 
 
     # -- retention (GDPR Art. 5(1)(e): kept no longer than needed) -------------

@@ -21,6 +21,11 @@ class Principal:
     """Owner ids of scope "team_tree": the user's teams, every team below them, and their members."""
     read_only: bool = False
     """Acting through a read-only API token: only reads (and exports) are allowed, whatever the roles say."""
+    token_id: uuid.UUID | None = None
+    """The API token the request came with (xrm_sys.api_token.id); None when no token is involved."""
+    via: str | None = None
+    """How the principal came: "token" (an API token), "session" (a login's session cookie); None for
+    in-process callers (the CLI, workers, tests), which the audit trail tells apart by the system principal."""
 
     @property
     def is_system(self) -> bool:

@@ -118,11 +118,19 @@ class SecurityService:
         self.actor = actor
 
     # -- helpers -------------------------------------------------------------
-    async def _changed(self, connection: asyncpg.Connection, action: str, details: dict[str, Any]) -> None:
-        """Audit entry + NOTIFY, inside the change's transaction."""
+    async def _changed(
+        self, connection: asyncpg.Connection, action: str, details: dict[str, Any], *,
+        entity: str | None = None, record_id: uuid.UUID | None = None, changes: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit entry + NOTIFY, inside the change's transaction.
+
+        A change to one record (share, unshare, assign) names its entity and
+        record id, so it is part of the record's history and found by a search
+        for the record; an owner change records `changes` like a field change.
+        """
         from ..audit import AuditLog
 
-        await AuditLog.write(connection, self.actor, action, details=details)
+        await AuditLog.write(connection, self.actor, action, entity=entity, record_id=record_id, changes=changes, details=details)
         await connection.execute(f"NOTIFY {SECURITY_CHANNEL}, 'changed'")
 
     async def _reload(self) -> None:
@@ -464,7 +472,7 @@ class SecurityService:
                 entity, key, user_id, team_id, "write" if write else "read", self.actor.id,
             )
             await self._changed(tx.connection, "security.shared", {
-                "entity": entity, "record_id": str(key), "user": user, "team": team, "access": "write" if write else "read"})
+                "user": user, "team": team, "access": "write" if write else "read"}, entity=entity, record_id=key)
         return next(s for s in await self.list_shares(entity, key) if s["id"] == row["id"])
 
     async def unshare(self, entity: str, record_id: Any, *, user: Any = None, team: Any = None) -> None:
@@ -480,7 +488,7 @@ class SecurityService:
             )
             if status.endswith(" 0"):
                 raise NotFound(f"The record is not shared with {'user ' + repr(user) if user is not None else 'team ' + repr(team)}")
-            await self._changed(tx.connection, "security.unshared", {"entity": entity, "record_id": str(key), "user": user, "team": team})
+            await self._changed(tx.connection, "security.unshared", {"user": user, "team": team}, entity=entity, record_id=key)
 
     async def list_shares(self, entity: str | None = None, record_id: Any = None, *, include_revoked: bool = False) -> list[dict[str, Any]]:
         key = None if record_id is None else _uuid(record_id, "record")
@@ -511,6 +519,7 @@ class SecurityService:
             await self._check_record(tx.connection, entity, key, "assign")
             user_id, team_id = await self._grantee(tx.connection, user, team)
             owner = user_id or team_id
+            previous = await tx.connection.fetchval(f"SELECT owner_id FROM {table} WHERE id = $1 FOR UPDATE", key)
             row = await tx.connection.fetchrow(
                 f"UPDATE {table} SET owner_id = $2, version = version + 1, updated_at = now(), updated_by = $3 "
                 "WHERE id = $1 RETURNING id, owner_id, version", key, owner, self.actor.id,
@@ -519,7 +528,10 @@ class SecurityService:
                 "INSERT INTO xrm_sys.outbox (topic, entity, record_id, principal_id, payload) VALUES ('record.assigned', $1, $2, $3, $4)",
                 entity, key, self.actor.id, {"version": row["version"], "owner_id": str(owner)},
             )
-            await self._changed(tx.connection, "security.assigned", {"entity": entity, "record_id": str(key), "user": user, "team": team})
+            # The owner change in the shape of a field change (xrm.audit.field_changes), even when it stays the same.
+            owner_change = {"owner_id": {"old": None if previous is None else str(previous), "new": str(owner)}}
+            await self._changed(tx.connection, "security.assigned", {"user": user, "team": team},
+                                entity=entity, record_id=key, changes=owner_change)
         return {"id": row["id"], "owner_id": row["owner_id"], "version": row["version"]}
 
     # -- the explainer -------------------------------------------------------

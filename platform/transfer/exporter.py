@@ -91,10 +91,12 @@ async def _chunks(
     # Reads held to the export scope too: the user exports what they may read and export.
     service = RecordService(db, registry, entity, principal, ExportPolicy(policy))
     service.policy.authorize(service.principal, service.name, "export")
-    # Who took which data out, with which filters (personal data leaving the system).
+    # Who took which data out, with which filters (personal data leaving the system),
+    # and how they came: through which API token, a login session, or the CLI.
     await AuditLog(db).write_now(
         service.principal, "export", entity=entity,
-        details={"format": format, "where": where, "search": search, "order_by": order_by, "references": references},
+        details={"format": format, "where": where, "search": search, "order_by": order_by, "references": references,
+                 "via": _via(service.principal), "token_id": service.principal.token_id},
     )
     fields = service.visible_fields  # sensitive fields the user may not read: no column, no key
     displays = _Displays(db, registry, principal, policy, fields) if references == "display" else None
@@ -123,6 +125,15 @@ async def _chunks(
         if not page.next_cursor:
             return
         after = page.next_cursor
+
+
+def _via(principal: Principal) -> str:
+    """How the exporting principal came: "token", "session", "cli" (the system principal), else "service" (in-process)."""
+    if principal.via:
+        return principal.via
+    if principal.token_id is not None:
+        return "token"
+    return "cli" if principal.is_system else "service"
 
 
 def _csv_line(cells: list[str]) -> str:

@@ -30,12 +30,21 @@ space-insensitive fallback; larger ones use full-text search candidates."""
 
 
 async def find_by_values(service: RecordService, field: str, values: Iterable[Any]) -> dict[Any, list[dict[str, Any]]]:
-    """Live records whose `field` ("id" or a one-column field) equals one of `values`, by value."""
+    """Live records whose `field` ("id" or a one-column field) equals one of `values`, by value.
+
+    Only fields the service's principal may read match anything (a hidden
+    sensitive field finds no record, whatever its values).
+    """
     key = _id_key if field == "id" else _key
     wanted = list(dict.fromkeys(values))
     found: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     if not wanted:
         return found
+    if field in service.hidden_fields:
+        # Never match on a sensitive field the principal may not read: which values
+        # exist would leak through found / not found. (The service refuses the
+        # condition too; this keeps the look-up's own promise and sends no query.)
+        return {value: [] for value in wanted}
     seen: set[Any] = set()
 
     def add(record: dict[str, Any]) -> None:
@@ -113,7 +122,10 @@ class ReferenceResolver:
     def __init__(self, target: RecordService, *, self_reference: bool = False) -> None:
         self.target = target
         self.entity = target.name
-        self.display = target.entity.definition.display_field
+        display = target.entity.definition.display_field
+        # Only a field the importing principal may read is matched on (a definition
+        # never makes a sensitive field the display field; this holds if one did).
+        self.display = display if display not in target.hidden_fields else None
         self.self_reference = self_reference
         self._cache: dict[str, Resolution] = {}
         self._by_squash: dict[str, set[str]] = defaultdict(set)
