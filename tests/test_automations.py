@@ -100,7 +100,7 @@ class Env:
 
 @pytest.fixture
 async def env(db: Database, tmp_path: Path) -> AsyncIterator[Env]:
-    settings = Settings(data_dir=tmp_path, database_url=db.uri, schema_dir=tmp_path, secret_key=None)
+    settings = Settings(data_dir=tmp_path, database_url=db.admin_uri, schema_dir=tmp_path, secret_key=None)
     platform = Platform(settings, db, await Registry().load(db), await RolePolicy().load(db))
     users = UserService(db)
     await users.create_user("boss", "a-long-password", ["admin"])
@@ -461,7 +461,7 @@ async def test_a_killed_worker_loses_no_job_and_the_job_completes_exactly_once(e
                                 "actions": [{"type": "create_then_block"}]}), TASK)
     lead = await (await env.records("lead")).create({"name": "Ivy"})
     marker = tmp_path / "started"
-    process_env = {**os.environ, "XRM_DATABASE_URL": env.db.uri, "XRM_DATA_DIR": str(tmp_path), "XRM_TEST_BLOCK": str(marker),
+    process_env = {**os.environ, "XRM_DATABASE_URL": env.db.admin_uri, "XRM_DATA_DIR": str(tmp_path), "XRM_TEST_BLOCK": str(marker),
                    "XRM_SCHEMA_DIR": str(tmp_path)}
     process = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, "doomed"], env=process_env, cwd=tmp_path,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

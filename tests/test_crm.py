@@ -137,6 +137,11 @@ def test_ticket_status_changes_record_first_response_and_resolution(api: Any) ->
     # the SLA due times were set once and stay
     assert closed["sla_response_due"] == opened["sla_response_due"]
     problem(api.post("/api/v1/ticket", headers=headers, json={"subject": "Direkt zu", "status": "closed"}), 422)
+    # Every transition is in the trail, also those whose follow-up (first response, resolved at) updates the ticket again.
+    history = ok(api.get(f"/api/v1/ticket/{tid}/history", headers=headers))["entries"]
+    taken = [(e["details"]["from"], e["details"]["to"]) for e in history if e["action"] == "workflow.transition"]
+    assert taken == [("new", "open"), ("open", "waiting"), ("waiting", "open"), ("open", "resolved"), ("resolved", "open"),
+                     ("open", "resolved"), ("resolved", "closed")], taken
 
 
 # -- campaigns --------------------------------------------------------------------------

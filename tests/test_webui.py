@@ -115,6 +115,17 @@ def test_list_search_filter_sort_and_load_more(ui: TestClient, ui_admin: str) ->
     assert export.status_code == 200 and export.text.count("Firma") == 2
 
 
+def test_a_datetime_range_filter_takes_what_the_browsers_picker_sends(ui: TestClient, ui_admin: str) -> None:
+    """datetime-local sends 2024-05-01T10:00 (no offset); the UI takes it as UTC, like its forms."""
+    for title, closed in (("Early", "2024-05-01T09:00"), ("Late", "2024-05-01T11:30")):
+        response = ui.post("/e/deal/new", data={"csrf_token": ui_admin, "title": title, "stage": "won", "closed_at": closed},
+                           follow_redirects=False)
+        assert response.status_code == 303, response.text
+    page = ui.get("/e/deal?closed_at[gte]=2024-05-01T10:00&closed_at[lte]=2024-05-01T12:00:00").text
+    assert "This filter cannot be applied" not in page and "Late" in page and "Early" not in page
+    assert 'value="2024-05-01T10:00"' in page  # the picker keeps what was chosen, in its own form
+
+
 def test_german_for_a_german_user(ui: TestClient, ui_admin: str) -> None:
     ui.post("/language", data={"csrf_token": ui_admin, "language": "de", "next": "/"})
     home = ui.get("/").text

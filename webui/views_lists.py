@@ -18,6 +18,7 @@ from litestar import Request, Response, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
 
+from xrm.audit import AuditLog
 from xrm.errors import NotFound, PermissionDenied, ValidationFailed, VersionConflict, XrmError
 
 from .context import Page, page_of
@@ -176,11 +177,14 @@ async def save_view(request: Request[Any, Any, Any], entity: FromPath[str]) -> R
         raise XrmError(page.t.gettext("A view needs a name of at most %(length)s characters.", length=VIEW_NAME_LENGTH))
     query = _clean_query(str(form.get("query") or ""))
     shared = str(form.get("shared") or "") in ("on", "true", "1")
-    async with page.platform.db.connection() as connection:
-        await connection.execute(
+    async with page.platform.db.transaction() as tx:
+        # A shared view is also a campaign segment (it decides who a campaign reaches): logged like any change.
+        view_id = await tx.connection.fetchval(
             "INSERT INTO xrm_sys.saved_view (entity, name, query, owner_id, shared) VALUES ($1, $2, $3, $4, $5) "
-            "ON CONFLICT (owner_id, entity, name) DO UPDATE SET query = EXCLUDED.query, shared = EXCLUDED.shared",
+            "ON CONFLICT (owner_id, entity, name) DO UPDATE SET query = EXCLUDED.query, shared = EXCLUDED.shared RETURNING id",
             entity, name, query, page.principal.id, shared)
+        await AuditLog.write(tx.connection, page.principal, "view.saved", entity=entity, details={
+            "view_id": view_id, "name": name, "query": query, "shared": shared})
     return Redirect(_list_url(entity, query), status_code=303)
 
 
@@ -197,7 +201,8 @@ async def delete_view(request: Request[Any, Any, Any], entity: FromPath[str], vi
             raise NotFound(page.t.gettext("No such view, or you may not see it."))
         if row["owner_id"] != page.principal.id and not page.is_admin:
             raise PermissionDenied(page.t.gettext("Only its owner or an admin may delete a shared view."))
-        await tx.connection.execute("DELETE FROM xrm_sys.saved_view WHERE id = $1", view_id)
+        deleted = await tx.connection.fetchrow("DELETE FROM xrm_sys.saved_view WHERE id = $1 RETURNING name, query, shared", view_id)
+        await AuditLog.write(tx.connection, page.principal, "view.deleted", entity=entity, details={"view_id": view_id, **dict(deleted)})
     return Redirect(f"/e/{entity}", status_code=303)
 
 

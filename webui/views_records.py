@@ -9,6 +9,8 @@ a list URL and an API URL say the same thing.
 
 from __future__ import annotations
 
+import re
+
 import io
 import uuid
 from collections.abc import AsyncIterator
@@ -42,9 +44,24 @@ TOTAL_LIMIT = 10_000
 
 
 # -- list ---------------------------------------------------------------------
+_LOCAL_DATETIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?")
+
+
 def _query(request: Request[Any, Any, Any]) -> MultiDict:
-    """The list's query string without empty inputs (a filter form sends every field) and lookup search texts."""
-    return MultiDict([(k, v) for k, v in request.query_params.multi_items() if v.strip() != "" and not k.endswith("__search")])
+    """The list's query string without empty inputs (a filter form sends every field) and lookup search texts.
+
+    A datetime-local input sends a time without offset (2024-05-01T10:00), which
+    the list language refuses; the UI shows and takes times in UTC (as its
+    forms do), so such a filter value gets a Z.
+    """
+    items = []
+    for key, value in request.query_params.multi_items():
+        if value.strip() == "" or key.endswith("__search"):
+            continue
+        if key not in ("q", "sort", "columns") and not key.endswith("[contains]") and _LOCAL_DATETIME.fullmatch(value.strip()):
+            value = value.strip() + "Z"
+        items.append((key, value))
+    return MultiDict(items)
 
 
 def _columns(page: Page, entity: CompiledEntity, params: MultiDict) -> list[str]:
@@ -66,8 +83,10 @@ async def _filters(page: Page, entity: CompiledEntity, params: MultiDict) -> lis
         ops = operators_of(target)
         control: dict[str, Any] = {"name": f.name, "label": f.label(page.language), "kind": kind}
         if kind in ("integer", "decimal", "currency", "date", "datetime"):
-            control.update(type="range", input={"date": "date", "datetime": "datetime-local"}.get(kind, "number"),
-                           low=params.get(f"{f.name}[gte]", ""), high=params.get(f"{f.name}[lte]", ""))
+            low, high = params.get(f"{f.name}[gte]", ""), params.get(f"{f.name}[lte]", "")
+            if kind == "datetime":  # back into the picker's form (no offset; _query added the Z)
+                low, high = low.removesuffix("Z"), high.removesuffix("Z")
+            control.update(type="range", input={"date": "date", "datetime": "datetime-local"}.get(kind, "number"), low=low, high=high)
         elif kind in ("select", "multiselect"):
             options = f.schema["enum"] if kind == "select" else f.schema["items"]["enum"]
             key = f.name if kind == "select" else f"{f.name}[contains]"

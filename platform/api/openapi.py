@@ -191,7 +191,7 @@ def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
     list_params = [
         {"name": "q", "in": "query", "schema": {"type": "string", "pattern": _NO_NUL}, "description": "Full-text search over the search fields"},
         {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": _list_pattern(sortable, "-?")},
-         "description": "Comma-separated sort keys, each a field, prefixed with - for descending (empty: newest first): " + ", ".join(sortable)},
+         "description": "Comma-separated sort keys, each a field, prefixed with - for descending (empty: created_at, oldest first): " + ", ".join(sortable)},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}},
         {"name": "after", "in": "query", "schema": {"type": "string"}, "description": "next_cursor of the previous page (same filters and sort)"},
         _name_list("fields", selectable, "Fields to return (id and version always come)"),

@@ -34,7 +34,7 @@ OUTBOX_TOPIC = "workflow.transition"
 
 _requested: contextvars.ContextVar[tuple[str, str, str] | None] = contextvars.ContextVar("xrm_statemachine_requested", default=None)
 """(entity, record id, transition name) while the API or UI applies a named transition."""
-_taken: contextvars.ContextVar[dict[tuple[str, str], tuple[Transition, Any]] | None] = contextvars.ContextVar(
+_taken: contextvars.ContextVar[dict[tuple[str, str], tuple[Transition, Any, int | None]] | None] = contextvars.ContextVar(
     "xrm_statemachine_taken", default=None)
 """What xrm_before_write decided, for xrm_after_write of the same write (same task)."""
 
@@ -88,14 +88,20 @@ def xrm_before_write(entity: str, action: str, record: Mapping[str, Any], previo
         raise _veto(list(decision.problems))
     key = (entity, str(record.get("id")))
     taken = _taken.get()
+    # The version this write will give the row: after_write records the transition only for that
+    # write. A write nested in another's after-write hooks (the CRM pack's ticket follow-up) then
+    # neither drops nor takes over the outer write's transition, and one left by a write that failed
+    # (the row never got that version) is dropped by the next write of the record.
+    writes_version = int(previous["version"]) + 1 if previous and previous.get("version") is not None else None
     if decision.transition is None:
-        if taken:
+        pending = taken.get(key) if taken else None
+        if pending is not None and (previous is None or pending[2] != previous.get("version")):
             taken.pop(key, None)
         return
     if taken is None:
         taken = {}
         _taken.set(taken)
-    taken[key] = (decision.transition, decision.source)
+    taken[key] = (decision.transition, decision.source, writes_version)
 
 
 @hookimpl
@@ -105,9 +111,13 @@ def xrm_after_write(entity: str, action: str, record: Mapping[str, Any], princip
     taken = _taken.get()
     if not taken or action != "update":
         return None
-    found = taken.pop((entity, str(record["id"])), None)
+    key = (entity, str(record["id"]))
+    found = taken.get(key)
+    if found is None or found[2] != record.get("version"):
+        return None  # no transition, or one of the write this one is nested in
+    taken.pop(key)
     machine: Machine | None = machine_of(definition)
-    if found is None or machine is None:
+    if machine is None:
         return None
     return _record_transition(machine, found[0], found[1], entity, record, principal, connection)
 
