@@ -331,6 +331,31 @@ async def test_webhook_is_signed_and_retried_with_backoff(env: Env, receiver: Re
     assert payload["record"]["id"] == str(lead["id"]) and payload["record"]["name"] == "Eve"
 
 
+async def test_a_webhook_carries_no_sensitive_value_its_run_as_user_may_not_read(env: Env, receiver: Receiver) -> None:
+    """The outbox event holds every field; what leaves through the webhook is what the run-as user may read."""
+    security = SecurityService(env.db, env.platform.policy, env.platform.registry)
+    await security.create_role("lead_reader")
+    await security.grant("lead_reader", "lead", "read", "all")
+    await UserService(env.db).create_user("clerk", "a-long-password", ["lead_reader"])
+    secret_lead = {**LEAD, "properties": {**LEAD["properties"], "salary": {"type": "integer", "x-xrm": {"sensitive": True}}}}
+    hooks = [{"name": "out", "run_as": "clerk", "trigger": {"on": "created"}, "actions": [{"type": "webhook", "url": receiver.url}]},
+             {"name": "out2", "run_as": "clerk", "trigger": {"on": "updated"}, "actions": [{"type": "webhook", "url": receiver.url}]}]
+    await env.define({**secret_lead, "x-xrm": {**LEAD["x-xrm"], "automations": hooks}})
+    env.platform.registry = await Registry().load(env.db)
+    await env.platform.policy.load(env.db)
+    leads = await env.records("lead")
+    lead = await leads.create({"name": "Ina", "salary": 123456})
+    await leads.update(lead["id"], {"salary": 654321, "note": "raise"})
+    await env.worker.run_until_idle()
+    assert len(receiver.calls) == 2
+    for _, body in receiver.calls:
+        sent = json.loads(body)
+        assert "123456" not in body.decode() and "654321" not in body.decode(), sent
+        assert sent["record"]["name"] == "Ina" and "salary" not in sent["record"]
+    updated = json.loads(receiver.calls[1][1])
+    assert updated["event"]["payload"]["changes"]["note"] == {"old": None, "new": "raise"}
+
+
 async def test_a_job_is_dead_after_max_attempts_and_an_admin_may_retry_it(env: Env, receiver: Receiver) -> None:
     receiver.statuses[:] = [500] * 10
     await env.define(lead_with({"name": "broken", "run_as": "boss", "trigger": {"on": "created"},

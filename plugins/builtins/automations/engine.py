@@ -326,9 +326,13 @@ class Worker:
         if entity not in self.platform.registry:
             raise ActionFailed(f"the entity {entity!r} does not exist (any more)")
         principal = await principal_for(self.platform, payload["run_as"])
-        record = await self._records(entity, principal).get(payload["record_id"])
+        records = self._records(entity, principal)
+        record = await records.get(payload["record_id"])
+        # The outbox event holds every field of the write; the action (a webhook, a mail template) sees it only
+        # as far as the run-as user may read it: sensitive fields it has no grant for are left out, as in `record`.
+        event = _visible_event(payload.get("event") or {}, records.hidden_fields)
         context = ActionContext(self.platform, principal, entity, record, payload["automation"], payload["action_index"],
-                                job["id"], job["idempotency_key"], payload.get("event") or {})
+                                job["id"], job["idempotency_key"], event)
         return await run_action(payload["action"], context)
 
     async def _send_mail(self, job: Mapping[str, Any]) -> Any:
@@ -387,3 +391,15 @@ def _schedule_slot(trigger: Mapping[str, Any], now: dt.datetime, last: dt.dateti
     if now < today or (last is not None and last >= today):
         return None
     return f"daily:{today.date().isoformat()}"
+
+
+def _visible_event(event: Mapping[str, Any], hidden: frozenset[str]) -> dict[str, Any]:
+    """The event without the values of `hidden` fields (in its changes and its created record)."""
+    payload = event.get("payload")
+    if not hidden or not isinstance(payload, Mapping):
+        return dict(event)
+    visible = dict(payload)
+    for key in ("changes", "record"):
+        if isinstance(visible.get(key), Mapping):
+            visible[key] = {name: value for name, value in visible[key].items() if name not in hidden}
+    return {**event, "payload": visible}
