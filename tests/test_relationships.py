@@ -250,6 +250,11 @@ def test_tree_and_rollups_equal_an_independent_sum(app: Any, admin: dict[str, st
     after = {r["name"]: r["value"] for r in ok(app.get(f"/api/v1/account/{g['holding']['id']}/tree", headers=admin))["rollups"]}
     assert after["sum_employees"] == 16 and after["count"] == 3
     problem(app.get(f"/api/v1/contact/{g['a1']['id']}/tree", headers=admin), 404)  # contact has no hierarchy
+    # A company with live subsidiaries cannot be deleted (they would silently drop out of the group's tree and sums).
+    refused = problem(app.delete(f"/api/v1/account/{g['sub_a']['id']}", headers=admin), 422)
+    assert "1 live account record (parent_account)" in refused["errors"][0]["detail"], refused
+    ok(app.delete(f"/api/v1/account/{g['a2']['id']}", headers=admin))
+    ok(app.delete(f"/api/v1/account/{g['sub_a']['id']}", headers=admin))  # now a leaf
 
 
 def test_the_tree_respects_permissions(app: Any, admin: dict[str, str]) -> None:
