@@ -54,10 +54,18 @@ class Platform:
             documents = [(str(source), document) for source, document in load_documents(folder)]
         from_plugins = get_plugin_manager().entity_definitions()
         documents += from_plugins
+        # A definition file is applied when it is new or changed since it was last applied here, not at
+        # every start: an admin's later change of that entity (designer, API, CLI) must survive a restart.
+        digests = {id(d): _digest(d) for _, d in documents}
+        async with self.db.connection() as connection:
+            applied = {r["entity"]: r["digest"] for r in await connection.fetch("SELECT entity, digest FROM xrm_sys.startup_definition")}
+        documents = [(s, d) for s, d in documents if applied.get(_entity_name(d)) != digests[id(d)] or _entity_name(d) not in self.registry]
+        from_plugins = [(s, d) for s, d in from_plugins if any(d is kept for _, kept in documents)]
         if not documents:
             return None, None
         try:
             plan = await self.schema.apply([d for _, d in documents], sources=[s for s, _ in documents])
+            await self._remember_applied(documents, digests)
         except XrmError as error:
             warning = f"entity definitions in {folder} were not applied:\n{error}\nRun `xrm schema plan {folder}` to see why."
             if not from_plugins:
@@ -67,11 +75,22 @@ class Platform:
             own = documents[: len(documents) - len(from_plugins)]
             if own:
                 try:
-                    return await self.schema.apply([d for _, d in own], sources=[s for s, _ in own]), warning
+                    plan = await self.schema.apply([d for _, d in own], sources=[s for s, _ in own])
+                    await self._remember_applied(own, digests)
+                    return plan, warning
                 except XrmError:
                     pass
             return None, warning
         return plan, None
+
+    async def _remember_applied(self, documents: list[tuple[str, Any]], digests: dict[int, str]) -> None:
+        async with self.db.connection() as connection:
+            await connection.executemany(
+                "INSERT INTO xrm_sys.startup_definition (entity, digest, source) VALUES ($1, $2, $3) "
+                "ON CONFLICT (entity) DO UPDATE SET digest = EXCLUDED.digest, source = EXCLUDED.source, applied_at = now()",
+                [(_entity_name(d), digests[id(d)], s) for s, d in documents if _entity_name(d)],
+            )
+
 
     async def start_plugins(self) -> None:
         """Call every plugin's xrm_startup(platform=...), awaiting the coroutines they return."""
@@ -155,3 +174,18 @@ async def _upgrade_declared_indexes(connection: Any, registry: Registry) -> None
         async with connection.transaction():
             for _, statement in change.operations:
                 await connection.execute(statement)
+
+
+def _entity_name(document: Any) -> str | None:
+    try:
+        return str(document["x-xrm"]["name"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _digest(document: Any) -> str:
+    """The content of a definition, independent of key order and formatting."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(document, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()

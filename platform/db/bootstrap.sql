@@ -381,3 +381,12 @@ CREATE TABLE IF NOT EXISTS xrm_sys.mail_outbox (
     sent_at    timestamptz
 );
 -- ===== end of the jobs and automations block =====
+
+-- Definition files (entity_schemas/, plugins) as last applied at start: a file is applied again
+-- only when its content changed, so an admin's later change of the entity survives a restart.
+CREATE TABLE IF NOT EXISTS xrm_sys.startup_definition (
+    entity     text PRIMARY KEY,
+    digest     text NOT NULL,
+    source     text,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
