@@ -16,6 +16,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from html.parser import HTMLParser
 from pathlib import Path
 
 import asyncpg
@@ -275,3 +276,55 @@ def ui_admin(ui: Any) -> str:
     """An admin logged in to `ui`; the session's CSRF token."""
     make_user(ui, "admin", ["admin"])
     return log_in(ui, "admin")
+
+
+# -- HTML forms as a browser submits them -------------------------------------------
+class BrowserForm(HTMLParser):
+    """The controls of one form (by id) as a browser submits them, buttons excepted."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.inside, self.fields = form_id, False, []
+        self.textarea: list[str] | None = None
+        self.select: dict[str, Any] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: (v or "") for k, v in attrs}
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        if not self.inside or "disabled" in a:
+            return
+        if tag == "input" and a.get("name") and a.get("type", "text") not in ("submit", "button", "reset"):
+            if a.get("type") not in ("checkbox", "radio") or "checked" in a:
+                self.fields.append((a["name"], a.get("value", "on" if a.get("type") in ("checkbox", "radio") else "")))
+        elif tag == "textarea":
+            self.textarea = [a["name"], ""]
+        elif tag == "select":
+            self.select = {"name": a["name"], "first": None, "selected": None}
+        elif tag == "option" and self.select is not None:
+            self.select["first"] = self.select["first"] if self.select["first"] is not None else a.get("value", "")
+            if "selected" in a:
+                self.select["selected"] = a.get("value", "")
+
+    def handle_data(self, data: str) -> None:
+        if self.textarea is not None:
+            self.textarea[1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "textarea" and self.textarea is not None:
+            self.fields.append((self.textarea[0], self.textarea[1].removeprefix("\n")))
+            self.textarea = None
+        elif tag == "select" and self.select is not None:
+            chosen = self.select["selected"] if self.select["selected"] is not None else self.select["first"]
+            if chosen is not None:
+                self.fields.append((self.select["name"], chosen))
+            self.select = None
+
+
+def form_controls(html: str, form_id: str) -> list[tuple[str, str]]:
+    """(name, value) of every control of the form with this id, in order, as a browser would submit it."""
+    parser = BrowserForm(form_id)
+    parser.feed(html)
+    return parser.fields  # type: ignore[no-any-return]

@@ -34,13 +34,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from conftest import ROOT, api_token, csrf, fresh_database
+from conftest import ROOT, api_token, csrf, form_controls, fresh_database
 
 PASSWORD = "a-long-password"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -676,56 +675,11 @@ def test_every_write_operation_of_the_openapi_document_leaves_an_audit_row_of_th
 
 
 # == the web UI =======================================================================================
-class _Form(HTMLParser):
-    """The controls of one form (by id) as a browser submits them, buttons excepted."""
-
-    def __init__(self, form_id: str) -> None:
-        super().__init__()
-        self.form_id, self.inside, self.fields = form_id, False, []
-        self.textarea: list[str] | None = None
-        self.select: dict[str, Any] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: (v or "") for k, v in attrs}
-        if tag == "form":
-            self.inside = a.get("id") == self.form_id
-        if not self.inside or "disabled" in a:
-            return
-        if tag == "input" and a.get("name") and a.get("type", "text") not in ("submit", "button", "reset"):
-            if a.get("type") not in ("checkbox", "radio") or "checked" in a:
-                self.fields.append((a["name"], a.get("value", "on" if a.get("type") in ("checkbox", "radio") else "")))
-        elif tag == "textarea":
-            self.textarea = [a["name"], ""]
-        elif tag == "select":
-            self.select = {"name": a["name"], "first": None, "selected": None}
-        elif tag == "option" and self.select is not None:
-            self.select["first"] = self.select["first"] if self.select["first"] is not None else a.get("value", "")
-            if "selected" in a:
-                self.select["selected"] = a.get("value", "")
-
-    def handle_data(self, data: str) -> None:
-        if self.textarea is not None:
-            self.textarea[1] += data
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "form":
-            self.inside = False
-        elif tag == "textarea" and self.textarea is not None:
-            self.fields.append((self.textarea[0], self.textarea[1].removeprefix("\n")))
-            self.textarea = None
-        elif tag == "select" and self.select is not None:
-            chosen = self.select["selected"] if self.select["selected"] is not None else self.select["first"]
-            if chosen is not None:
-                self.fields.append((self.select["name"], chosen))
-            self.select = None
-
-
 def _form_of(html: str, form_id: str) -> list[tuple[str, str]]:
-    parser = _Form(form_id)
-    parser.feed(html)
-    if not parser.fields:
+    fields = form_controls(html, form_id)
+    if not fields:
         raise Unprepared(f"no form #{form_id} on the page")
-    return parser.fields
+    return fields
 
 
 class Ui(Env):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from conftest import ROOT, csrf, log_in, make_user
+from conftest import ROOT, csrf, form_controls, log_in, make_user
 
 
 def test_pages_need_a_login_and_come_back_after_it(ui: TestClient) -> None:
@@ -82,6 +82,11 @@ def test_validation_errors_appear_next_to_the_field(ui: TestClient, ui_admin: st
     assert response.status_code == 422
     assert re.search(r'id="field-title-error">[^<]*required', response.text), response.text[:3000]
     assert 'aria-invalid="true"' in response.text
+    # An input that cannot even be read (not a number) and a missing required one: both at once.
+    both = ui.post("/e/deal/new", data={"csrf_token": ui_admin, "title": "", "stage": "prospecting", "probability": "lots"})
+    assert both.status_code == 422
+    assert re.search(r'id="field-title-error">[^<]*required', both.text) and re.search(r'id="field-probability-error">[^<]*number', both.text)
+    assert 'value="lots"' in both.text  # the user's input is kept
 
 
 def test_every_state_changing_request_needs_the_csrf_token(ui: TestClient, ui_admin: str) -> None:
@@ -176,3 +181,87 @@ def test_the_history_names_options_by_their_labels(ui: TestClient, ui_admin: str
     created = ui.post("/e/deal/new", data={"csrf_token": ui_admin, "title": "Etiketten", "stage": "won"}, follow_redirects=False)
     history = ui.get(created.headers["location"]).text.split('class="history"')[1]
     assert "Gewonnen" in history and ">won<" not in history
+
+
+# -- edit conflicts: two people change the same record --------------------------------------
+def _form_fields(html: str, **changes: str) -> dict[str, Any]:
+    """What the browser sends for the record form on this page (a list for a repeated name), some inputs changed as a user would."""
+    fields: dict[str, Any] = {}
+    for name, value in form_controls(html, "record-form"):
+        fields[name] = [*fields[name], value] if isinstance(fields.get(name), list) else [fields[name], value] if name in fields else value
+    return {**fields, **changes}
+
+
+def _values(ui: TestClient, path: str) -> dict[str, str]:
+    return dict(_form_fields(ui.get(path + "/edit").text))
+
+
+def _two_edits(ui: TestClient, ui_admin: str, theirs: dict[str, str], mine: dict[str, str]) -> tuple[str, Any]:
+    """anna opens the edit form of a deal; bob opens it too and saves `theirs`; then anna saves `mine`: (path, her response)."""
+    make_user(ui, "anna", ["admin"])
+    make_user(ui, "bob", ["admin"])
+    path = ui.post("/e/deal/new", data={"csrf_token": ui_admin, "title": "Rockets", "stage": "qualification", "probability": "10"},
+                   follow_redirects=False).headers["location"]
+    log_in(ui, "anna")
+    annas_form = ui.get(path + "/edit").text
+    token = log_in(ui, "bob")
+    saved = ui.post(path + "/edit", data=_form_fields(ui.get(path + "/edit").text, csrf_token=token, **theirs), follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    token = log_in(ui, "anna")
+    return path, ui.post(path + "/edit", data=_form_fields(annas_form, csrf_token=token, **mine))
+
+
+def test_a_conflict_lists_only_the_other_persons_changes_and_applying_mine_keeps_them(ui: TestClient, ui_admin: str) -> None:
+    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90", "stage": "negotiation"}, mine={"title": "Rockets XL"})
+    assert conflict.status_code == 409 and "Someone else changed this record" in conflict.text
+    panel = conflict.text.split('id="conflict"')[1].split("</article>")[0]
+    # Only bob's changes, named by their labels, before and now, with who changed them; not anna's own title.
+    assert 'data-field="probability"' in panel and 'data-field="stage"' in panel and 'data-field="title"' not in panel
+    stage = panel.split('data-field="stage"')[1].split("</tr>")[0]
+    assert "Qualification" in stage and "Negotiation" in stage and ">negotiation<" not in stage and "bob" in stage
+    assert "90" in panel.split('data-field="probability"')[1].split("</tr>")[0]
+    assert "you changed it too" not in panel and "_resolve_" not in panel  # no true conflict
+    assert "Rockets XL" in panel  # her own change, still to apply
+    form = dict(_form_fields(conflict.text))
+    assert form["title"] == "Rockets XL" and form["probability"] == "90" and form["stage"] == "negotiation"  # her input, their values
+    applied = ui.post(path + "/edit", data=_form_fields(conflict.text), follow_redirects=False)
+    assert applied.status_code == 303, applied.text
+    after = _values(ui, path)
+    assert after["title"] == "Rockets XL" and after["probability"] == "90" and after["stage"] == "negotiation"  # bob's change kept
+
+
+def test_a_true_conflict_shows_both_values_and_mine_wins_only_when_chosen(ui: TestClient, ui_admin: str) -> None:
+    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90"}, mine={"probability": "50", "title": "Rockets XL"})
+    assert conflict.status_code == 409
+    panel = conflict.text.split('id="conflict"')[1].split("</article>")[0]
+    row = panel.split('data-field="probability"')[1].split("</tr>")[0]
+    assert "you changed it too" in row and "10" in row and "90" in row and "bob" in row
+    choice = panel.split('class="conflict-choice"')[1].split("</fieldset>")[0]
+    assert re.search(r'name="_resolve_probability" value="theirs" checked>[^<]*<strong>90</strong>', choice)
+    assert re.search(r'name="_resolve_probability" value="mine">[^<]*<strong>50</strong>', choice)
+    assert dict(_form_fields(conflict.text))["probability"] == "50"  # what she typed is kept in the form
+    # Not confirmed: bob's value stays, her other change is applied.
+    assert ui.post(path + "/edit", data=_form_fields(conflict.text), follow_redirects=False).status_code == 303
+    after = _values(ui, path)
+    assert after["probability"] == "90" and after["title"] == "Rockets XL"
+
+
+def test_in_a_true_conflict_my_value_is_saved_when_i_choose_it(ui: TestClient, ui_admin: str) -> None:
+    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90", "stage": "negotiation"}, mine={"probability": "50"})
+    assert conflict.status_code == 409
+    chosen = _form_fields(conflict.text, _resolve_probability="mine")
+    assert ui.post(path + "/edit", data=chosen, follow_redirects=False).status_code == 303
+    after = _values(ui, path)
+    assert after["probability"] == "50" and after["stage"] == "negotiation"
+
+
+def test_saving_an_edit_form_writes_only_the_fields_the_user_changed(ui: TestClient, ui_admin: str) -> None:
+    path = ui.post("/e/deal/new", data={"csrf_token": ui_admin, "title": "Quiet", "stage": "won", "probability": "10"},
+                   follow_redirects=False).headers["location"]
+    form = ui.get(path + "/edit").text
+    unchanged = ui.post(path + "/edit", data=_form_fields(form), follow_redirects=False)
+    assert unchanged.status_code == 303
+    assert _values(ui, path)["version"] == "1"  # nothing to write: no new version
+    assert ui.post(path + "/edit", data=_form_fields(form, probability="20"), follow_redirects=False).status_code == 303
+    after = _values(ui, path)
+    assert after["version"] == "2" and after["probability"] == "20" and after["title"] == "Quiet"

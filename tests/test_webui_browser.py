@@ -110,7 +110,10 @@ def test_an_admin_designs_an_entity_and_works_with_its_records(site: str, browse
     for name, kind in [("title", "Text"), ("budget", "Decimal number"), ("phase", "Select (one option)"),
                        ("start", "Date"), ("internal", "Yes/no")]:
         add_field(page, name, kind)
-    field_editor(page, "phase").get_by_label("Options").fill("idea | Idea | Idee\nrunning | Running | Läuft\ndone | Done | Fertig")
+    options = field_editor(page, "phase").get_by_label("Options")
+    expect(options).to_have_attribute("aria-invalid", "true")  # a select without options: the draft says so
+    options.fill("idea | Idea | Idee\nrunning | Running | Läuft\ndone | Done | Fertig")
+    expect(options).not_to_have_attribute("aria-invalid", "true")  # corrected: the old message goes
     field_editor(page, "title").get_by_label("Required").check()
     shot(page, "designer")
     page.get_by_role("button", name="Show migration plan").click()
@@ -154,7 +157,7 @@ def test_an_admin_designs_an_entity_and_works_with_its_records(site: str, browse
     page.get_by_label("Budget").fill("13000")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("dl.fields")).to_contain_text("13,000")
-    expect(page.locator(".history")).to_contain_text("12500.5")  # the timeline keeps the old value
+    expect(page.locator(".history")).to_contain_text("Budget: 12,500.50 → 13,000")  # the timeline keeps the old value, formatted
     detail_url = page.url
 
     # Moved on the kanban board (keyboard path: "Move to" and Move).

@@ -128,6 +128,8 @@ def test_an_admin_designs_previews_plans_and_applies_a_new_entity(ui: TestClient
     home = ui.get("/admin/designer")
     assert home.status_code == 200 and 'href="/admin/designer/new"' in home.text
     assert 'href="/admin/designer/deal/edit"' in home.text and 'href="/admin/designer/deal/history"' in home.text
+    shipped = ui.get("/admin/designer/deal/history").text  # applied from entity_schemas/ at start
+    assert "system (definition files)" in shipped and "00000000-0000" not in shipped
 
     page = ui.get("/admin/designer/new")
     assert page.status_code == 200

@@ -17,6 +17,7 @@ from xrm.errors import Problem, pointer
 from xrm.schema.definition import FieldDefinition
 
 from .display import option_label
+from .i18n import translator
 
 __all__ = ["Widget", "parse_form", "widgets"]
 
@@ -67,14 +68,19 @@ def widgets(
     fields: Mapping[str, FieldDefinition], language: str, *, values: Mapping[str, Any], raw: Mapping[str, Any] | None = None,
     errors: Mapping[str, str] | None = None, read_only: frozenset[str] = frozenset(), reference_labels: Mapping[str, str] | None = None,
 ) -> list[Widget]:
-    """Widgets for these fields; `raw` (what the user sent) wins over the stored `values`."""
+    """Widgets for these fields; `raw` (what the user sent) wins over the stored `values`.
+
+    `errors` are the messages by field as the validator (or parse_form) wrote them, in English;
+    each widget shows its message in the language (Translator.problem).
+    """
     raw, errors, reference_labels = raw or {}, errors or {}, reference_labels or {}
+    t = translator(language)
     result = []
     for name, f in fields.items():
         kind = f.type.name
         help_text = (f.xrm.get("help") or {}).get(language) or (f.xrm.get("help") or {}).get("en") or ""
         widget = Widget(name, "text", f.label(language), f.required, help_text, raw.get(name, _as_text(f, values.get(name))),
-                        errors.get(name, ""), name in read_only, INPUT_TYPES.get(kind, "text"))
+                        t.problem(errors.get(name, "")), name in read_only, INPUT_TYPES.get(kind, "text"))
         schema = f.schema
         if kind in ("text", "email", "phone", "url"):
             widget.attributes = {"maxlength": schema.get("maxLength", 500), "minlength": schema.get("minLength")}
@@ -172,7 +178,10 @@ def _parse(kind: str, text: str, form: Any, name: str) -> Any:
         # datetime-local has no offset; the UI shows and takes times in UTC.
         return text if text.endswith("Z") or "+" in text[10:] else (text + (":00" if len(text) == 16 else "") + "Z")
     if kind == "json":
-        value = json.loads(text)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"is not valid JSON (line {error.lineno}, column {error.colno})") from None
         if not isinstance(value, dict):
             raise ValueError("must be a JSON object")
         return value

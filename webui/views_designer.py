@@ -20,6 +20,7 @@ from typing import Any
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
+from xrm.records.principal import SYSTEM_PRINCIPAL
 from xrm.errors import (
     DefinitionInvalid,
     NotFound,
@@ -273,7 +274,9 @@ async def history(request: Request[Any, Any, Any], entity: FromPath[str]) -> Tem
         changes = changes_between(older["definition"] if older else None, row["definition"])
         versions.append({
             "version": row["version"], "name": row["name"], "at": page.t.datetime(row["created_at"]),
-            "by": users.get(row["applied_by"]) or (page.t.gettext("system (definition files)") if row["applied_by"] is None else str(row["applied_by"])),
+            # The system principal (definition files at start, the CLI) has the nil uuid and no user row.
+            "by": users.get(row["applied_by"]) or (page.t.gettext("system (definition files)")
+                                                   if row["applied_by"] in (None, SYSTEM_PRINCIPAL.id) else str(row["applied_by"])),
             "kind": _kind_word(page, row["kind"]), "reverted": row["reverted_by"] is not None,
             "changes": [_describe(page, kind, details) for kind, details in changes],
         })

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 
-import io
+import datetime as dt
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -26,10 +27,10 @@ from xrm.plugins import await_me_maybe, get_plugin_manager
 from xrm.errors import NotFound, PermissionDenied, Problem, ValidationFailed, VersionConflict
 from xrm.records.query import filter_targets, operators_of
 from xrm.registry import CompiledEntity
-from xrm.transfer import export_records
+from xrm.transfer.exporter import iter_export
 
 from .context import Page, page_of
-from .display import display_name, format_value, option_label
+from .display import display_name, entity_label, format_value, option_label, plain_text, value_text
 from .forms import parse_form, widgets
 from .views_lists import saved_views
 
@@ -168,12 +169,15 @@ async def export_view(request: Request[Any, Any, Any], entity: FromPath[str]) ->
     params = _query(request)
     arguments = list_arguments(service, params, ignore=UI_PARAMETERS)
     arguments.pop("include_deleted", None)
-    buffer = io.StringIO()
-    await export_records(page.platform.db, page.platform.registry, entity, buffer, format="csv", references="display",
-                         principal=page.principal, policy=page.platform.policy, **arguments)
+    # Refused filters and a missing export right become an error page before the first byte; then it streams
+    # page by page (a million rows never sit in memory), as the API's export does.
+    service.policy.authorize(service.principal, entity, "export")
+    await service.list(limit=1, **{k: arguments[k] for k in ("where", "search", "order_by") if k in arguments})
 
     async def body() -> AsyncIterator[bytes]:
-        yield buffer.getvalue().encode("utf-8")
+        async for chunk in iter_export(page.platform.db, page.platform.registry, entity, format="csv", references="display",
+                                       principal=page.principal, policy=page.platform.policy, **arguments):
+            yield chunk.encode("utf-8")
 
     return Stream(body(), media_type="text/csv; charset=utf-8",
                   headers={"Content-Disposition": f'attachment; filename="{entity}.csv"'})
@@ -252,29 +256,20 @@ def _history(page: Page, entity: CompiledEntity, entries: list[Any]) -> list[dic
             f = entity.fields.get(name)
             label = f.label(page.language) if f else name
             if isinstance(change, dict):
-                old, new = change.get("old"), change.get("new")
-                if f is not None and f.type.name in ("select", "multiselect"):  # options by their labels, as everywhere else
-                    old, new = (_option_labels(f, value, page.language) for value in (old, new))
-                changes.append((label, _shown(old), _shown(new)))
+                # As the detail page shows values: option labels, Ja/Nein, 01.12.2026, 12.500,50 EUR.
+                old, new = (_shown(value, f, page, entity) for value in (change.get("old"), change.get("new")))
+                changes.append((label, old, new))
         timeline.append({"at": page.t.datetime(entry.at), "user": entry.principal_name,
                          "action": words.get(entry.action, entry.action), "changes": changes})
     return timeline
 
 
-def _option_labels(f: Any, value: Any, language: str) -> Any:
-    if isinstance(value, list):
-        return [option_label(f, v, language) for v in value]
-    return option_label(f, value, language) if isinstance(value, str) else value
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, dict) and "amount" in value:
-        return f"{value['amount']} {value.get('currency', '')}"
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return str(value)
+def _shown(value: Any, f: Any = None, page: Page | None = None, entity: CompiledEntity | None = None) -> str:
+    """A value (JSON form, as the audit trail keeps it) as text: for a field, in the page's language as the
+    detail page formats it (display.value_text); without one, as it is."""
+    if f is None or page is None or entity is None:
+        return plain_text(value)
+    return value_text(page.t, entity, f, value, page.platform.registry)
 
 
 async def _related(page: Page, entity: CompiledEntity, record_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -287,7 +282,7 @@ async def _related(page: Page, entity: CompiledEntity, record_id: uuid.UUID) -> 
                 continue
             found = await service.list(where=[(name, "eq", str(record_id))], limit=10, with_total=True)
             if found.total:
-                panels.append({"entity": other, "field": name, "label": f"{other.definition.label(page.language, plural=True)} "
+                panels.append({"entity": other, "field": name, "label": f"{entity_label(other.definition, page.language, plural=True)} "
                                f"({f.label(page.language)})", "records": found.records, "total": found.total})
     return panels
 
@@ -309,14 +304,41 @@ async def _reference_labels(page: Page, entity: CompiledEntity, values: dict[str
 
 def _form(page: Page, entity: CompiledEntity, *, record: dict[str, Any] | None, raw: dict[str, Any] | None = None,
           errors: dict[str, str] | None = None, message: str = "", status: int = 200, labels: dict[str, str] | None = None,
-          conflict: dict[str, Any] | None = None) -> Template:
+          conflict: dict[str, Any] | None = None, version: int | None = None, original: dict[str, Any] | None = None) -> Template:
+    """The record form; an edit form carries the version and the values (`_original`) the user started from."""
     service = page.records(entity.name)
+    if record is not None and original is None:
+        original = _form_texts(page, entity, record)
     return page.render(
         "ui/form.html", status_code=status, entity=entity, current_entity=entity.name, record=record,
         widgets=widgets(service.visible_fields, page.language, values=record or {}, raw=raw, errors=errors,
                         read_only=service.read_only_fields, reference_labels=labels),
         message=message, conflict=conflict,
+        version=version if version is not None else (record or {}).get("version"),
+        original=json.dumps(original, ensure_ascii=False) if original is not None else None,
     )
+
+
+def _form_texts(page: Page, entity: CompiledEntity, record: dict[str, Any]) -> dict[str, Any]:
+    """What the edit form of this record sends when nothing is touched (name: text, a list for a multi-select)."""
+    texts: dict[str, Any] = {}
+    for w in widgets(page.records(entity.name).visible_fields, page.language, values=record):
+        if w.kind == "checkbox":
+            texts[w.name] = "true" if w.value else ""
+        elif w.kind == "checkboxes":
+            texts[w.name] = list(w.value)
+        else:
+            texts[w.name] = w.value
+            if w.kind == "currency":
+                texts[f"{w.name}__currency"] = w.currency
+    return texts
+
+
+def _parse_texts(fields: dict[str, Any], texts: dict[str, Any]) -> dict[str, Any]:
+    """Form texts (from _form_texts) as JSON values, read exactly as a submitted form is."""
+    pairs = [(k, str(v)) for k, value in texts.items() for v in (value if isinstance(value, list) else [value])]
+    values, _, _ = parse_form(fields, MultiDict(pairs))
+    return values
 
 
 def _field_errors(problems: list[Problem]) -> tuple[dict[str, str], list[str]]:
@@ -354,9 +376,20 @@ async def create(request: Request[Any, Any, Any], entity: FromPath[str]) -> Resp
             return Redirect(f"/e/{entity}/{created['id']}", status_code=303)
         except ValidationFailed as error:
             problems = error.problems
+    else:
+        problems = problems + _other_problems(compiled, values, problems)
     errors, general = _field_errors(problems)
     return _form(page, compiled, record=None, raw=raw, errors=errors, status=422,
-                 message=" ".join(general) or page.t.gettext("Please correct the marked fields."))
+                 message=" ".join(page.t.problem(m) for m in general) or page.t.gettext("Please correct the marked fields."))
+
+
+def _other_problems(compiled: CompiledEntity, values: dict[str, Any], unreadable: list[Problem]) -> list[Problem]:
+    """What the validator says about the rest of a form some inputs of which could not be read (a required
+    field left empty, say), so the user sees every problem at once, not one round after the other."""
+    skipped = {p.pointer.split("/")[1] for p in unreadable if p.pointer.count("/") >= 1 and p.pointer != ""}
+    validator = compiled.validator
+    found = validator.problems(validator.to_json_form({k: v for k, v in values.items() if k not in skipped}))
+    return [p for p in found if (p.pointer.split("/")[1] if p.pointer.count("/") else "") not in skipped]
 
 
 @get("/e/{entity:str}/{record_id:uuid}/edit")
@@ -382,31 +415,117 @@ async def update(request: Request[Any, Any, Any], entity: FromPath[str], record_
     except ValueError:
         version = None
     current = await service.get(record_id)
+    fields = service.visible_fields
+    writable = [n for n in fields if n in values and n not in service.read_only_fields]
+    original_texts = _submitted_original(form)
+    if original_texts is None:  # a client that does not say where it started (not the web form): all it sends is its change
+        original, mine = None, {n: values[n] for n in writable}
+    else:
+        # Only what the user changed is written; a conflicting field they chose to leave to the other person is not.
+        original = _parse_texts(fields, original_texts)
+        mine = {n: values[n] for n in writable
+                if _differs(fields[n], original.get(n), values[n]) and form.get(f"_resolve_{n}") != "theirs"}
     if not problems:
+        if original is not None and not mine:
+            return Redirect(f"/e/{entity}/{record_id}", status_code=303)  # nothing changed: nothing to write
         try:
-            await service.update(record_id, {k: v for k, v in values.items() if k not in service.read_only_fields},
-                                 expected_version=version)
+            await service.update(record_id, mine, expected_version=version)
             return Redirect(f"/e/{entity}/{record_id}", status_code=303)
         except ValidationFailed as error:
             problems = error.problems
         except VersionConflict:
-            # Show what the other person changed; the form keeps this user's input on the new version ("reapply").
-            current = await service.get(record_id)
-            changed = [
-                (compiled.fields[n].label(page.language), _shown(current.get(n)))
-                for n in service.visible_fields if n in values and _differs(compiled.fields[n], current.get(n), values[n])
-            ]
-            return _form(page, compiled, record=current, raw=raw, status=409, labels=await _reference_labels(page, compiled, current),
-                         conflict={"changed": changed},
-                         message=page.t.gettext("Someone else changed this record while you edited it. Check their values below; "
-                                                "your input is kept — save again to apply it."))
+            return await _conflict(page, compiled, record_id, original, values, raw, mine)
     errors, general = _field_errors(problems)
-    return _form(page, compiled, record=current, raw=raw, errors=errors, status=422,
-                 message=" ".join(general) or page.t.gettext("Please correct the marked fields."))
+    labels: dict[str, str] = {}
+    if original is not None:  # a field left to the other person shows their value again, not the user's discarded input
+        kept = [n for n in fields if form.get(f"_resolve_{n}") == "theirs"]
+        for n in kept:
+            raw.pop(f"{n}__search", None)
+            raw.update({k: original_texts[k] for k in (n, f"{n}__currency") if k in original_texts})
+        labels = await _reference_labels(page, compiled, {n: original.get(n) for n in kept})
+    return _form(page, compiled, record=current, raw=raw, errors=errors, status=422, labels=labels or None,
+                 version=version, original=original_texts,
+                 message=" ".join(page.t.problem(m) for m in general) or page.t.gettext("Please correct the marked fields."))
 
 
-def _differs(f: Any, stored: Any, submitted: Any) -> bool:
-    return f.type.to_json(stored) != f.type.to_json(submitted) and _shown(stored) != _shown(submitted)
+def _submitted_original(form: Any) -> dict[str, Any] | None:
+    """The form texts the edit form started from (its hidden `_original`), or None when it did not send them."""
+    try:
+        texts = json.loads(str(form.get("_original") or ""))
+    except ValueError:
+        return None
+    return texts if isinstance(texts, dict) else None
+
+
+async def _conflict(page: Page, entity: CompiledEntity, record_id: uuid.UUID, original: dict[str, Any] | None,
+                    values: dict[str, Any], raw: dict[str, Any], mine: dict[str, Any]) -> Template:
+    """The 409 page: what the other person changed (original vs current) and what the user changed (original vs theirs).
+
+    The form it renders starts from the current version: it holds the current values, except where the user changed
+    a field, which keeps their input; saving it ("Apply my changes") writes only those fields. Where both changed
+    the same field to different values, the user's value is written only if they choose it (`_resolve_<field>`).
+    """
+    service = page.records(entity.name)
+    fields = service.visible_fields
+    current = await service.get(record_id)
+    current_texts = _form_texts(page, entity, current)
+    now = _parse_texts(fields, current_texts)
+    current_labels = await _reference_labels(page, entity, current)
+    mine_labels = await _reference_labels(page, entity, {n: values.get(n) for n in mine})
+    theirs, conflicts = [], []
+    if original is not None:
+        changed = [n for n in fields if _differs(fields[n], original.get(n), now.get(n))]
+        original_labels = await _reference_labels(page, entity, {n: original.get(n) for n in changed})
+        by = _changed_by(page, await service.history(record_id), changed) if changed else {}
+        for n in changed:
+            clash = n in mine and _differs(fields[n], mine[n], now.get(n))
+            row = {"name": n, "label": fields[n].label(page.language), "before": _display(page, entity, n, original.get(n), original_labels),
+                   "now": _display(page, entity, n, current.get(n), current_labels), "by": by.get(n, ("", ""))[0],
+                   "at": by.get(n, ("", ""))[1], "mine": _display(page, entity, n, mine[n], mine_labels) if clash else None}
+            theirs.append(row)
+            if clash:
+                conflicts.append(row)
+    # The user's changes that the current version does not have yet: their input stays in the form.
+    pending = [n for n in mine if _differs(fields[n], now.get(n), mine[n])]
+    kept_raw = {k: raw[k] for n in pending for k in (n, f"{n}__currency", f"{n}__search") if k in raw}
+    clashing = {row["name"] for row in conflicts}
+    yours = [(fields[n].label(page.language), _display(page, entity, n, mine[n], mine_labels)) for n in pending if n not in clashing]
+    return _form(page, entity, record=current, raw=kept_raw, status=409, labels=current_labels, original=current_texts,
+                 conflict={"known": original is not None, "theirs": theirs, "conflicts": conflicts, "yours": yours},
+                 message=page.t.gettext("Someone else changed this record while you edited it. Their changes are listed "
+                                        "below and are kept; your own changes are still in the form. “Apply my changes” "
+                                        "saves them onto the current version."))
+
+
+def _changed_by(page: Page, entries: list[Any], names: list[str]) -> dict[str, tuple[str, str]]:
+    """Who changed each of these fields last, and when (from the audit trail)."""
+    found: dict[str, tuple[str, str]] = {}
+    for entry in reversed(entries):
+        for n in entry.changes or {}:
+            if n in names and n not in found:
+                found[n] = (entry.principal_name, page.t.datetime(entry.at))
+    return found
+
+
+def _display(page: Page, entity: CompiledEntity, name: str, value: Any, reference_labels: dict[str, str]) -> Any:
+    """A field's value as the detail page shows it (option labels, numbers, money, dates in the user's language)."""
+    f = entity.fields[name]
+    if value is None or value == "" or value == []:
+        return "—"
+    if f.type.name == "reference":
+        return reference_labels.get(name) or str(value)[:8]
+    if isinstance(value, str) and f.type.name in ("date", "datetime"):  # a value read from a form is text
+        try:
+            value = dt.date.fromisoformat(value) if f.type.name == "date" else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
+    return format_value(page.t, entity, f, {name: value}, page.platform.registry) or "—"
+
+
+def _differs(f: Any, a: Any, b: Any) -> bool:
+    """Two values of a field differ (as JSON; the line ends browsers send in text areas do not count)."""
+    a, b = (v.replace("\r\n", "\n") if isinstance(v, str) else v for v in (a, b))
+    return bool(f.type.to_json(a) != f.type.to_json(b))
 
 
 @post("/e/{entity:str}/{record_id:uuid}/delete", status_code=303)

@@ -54,6 +54,21 @@ def _whole(name: str, text: str | None, low: int, high: int) -> int | None:
     return int(text)
 
 
+def _filters(params: Any, allowed: tuple[str, ...], what: str) -> dict[str, Any]:
+    """The search filters of the query string (AuditLog.search's arguments); unknown parameters are a 400."""
+    unknown = [key for key in params.keys() if key not in allowed]
+    if unknown:
+        raise BadRequest("Invalid query parameter", [Problem(pointer(key), f"is not an {what} parameter" if what[0] in "aeiou"
+                                                             else f"is not a {what} parameter") for key in unknown])
+    record_id = params.get("record_id")
+    try:
+        record_key = uuid.UUID(record_id) if record_id is not None else None
+    except ValueError:
+        raise _bad("record_id", "must be a record id (uuid)") from None
+    return {"entity": params.get("entity"), "record_id": record_key, "user": params.get("user"), "action": params.get("action"),
+            "field": params.get("field"), "since": _moment("since", params.get("since")), "until": _moment("until", params.get("until"))}
+
+
 @get("/api/v1/admin/audit")
 async def search_audit(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Search the whole trail, newest first (admins only); page with `before`."""
@@ -61,25 +76,10 @@ async def search_audit(request: Request[Any, Any, Any]) -> Response[bytes]:
     if "admin" not in principal.roles:
         raise PermissionDenied("Searching the audit trail needs the admin role")
     params = request.query_params
-    unknown = [key for key in params.keys() if key not in _SEARCH_PARAMETERS]
-    if unknown:
-        raise BadRequest("Invalid query parameter", [Problem(pointer(key), "is not a search parameter") for key in unknown])
-    record_id = params.get("record_id")
-    try:
-        record_key = uuid.UUID(record_id) if record_id is not None else None
-    except ValueError:
-        raise _bad("record_id", "must be a record id (uuid)") from None
+    filters = _filters(params, _SEARCH_PARAMETERS, "search")
     limit = _whole("limit", params.get("limit"), 1, MAX_PAGE) or 100
     entries = await AuditLog(platform_of(request).db).search(
-        entity=params.get("entity"),
-        record_id=record_key,
-        user=params.get("user"),
-        action=params.get("action"),
-        field=params.get("field"),
-        since=_moment("since", params.get("since")),
-        until=_moment("until", params.get("until")),
-        before_id=_whole("before", params.get("before"), 1, 2**63 - 1),
-        limit=limit,
+        **filters, before_id=_whole("before", params.get("before"), 1, 2**63 - 1), limit=limit
     )
     next_before = entries[-1].id if len(entries) == limit else None
     return json_response({"entries": [e.as_dict() for e in entries], "next_before": next_before})
@@ -94,17 +94,7 @@ async def export_audit(request: Request[Any, Any, Any]) -> Stream:
     principal = await principal_of(request)
     if "admin" not in principal.roles:
         raise PermissionDenied("Exporting the audit trail needs the admin role")
-    params = request.query_params
-    unknown = [key for key in params.keys() if key not in _EXPORT_PARAMETERS]
-    if unknown:
-        raise BadRequest("Invalid query parameter", [Problem(pointer(key), "is not an export parameter") for key in unknown])
-    record_id = params.get("record_id")
-    try:
-        record_key = uuid.UUID(record_id) if record_id is not None else None
-    except ValueError:
-        raise _bad("record_id", "must be a record id (uuid)") from None
-    filters = {"entity": params.get("entity"), "record_id": record_key, "user": params.get("user"), "action": params.get("action"),
-               "field": params.get("field"), "since": _moment("since", params.get("since")), "until": _moment("until", params.get("until"))}
+    filters = _filters(request.query_params, _EXPORT_PARAMETERS, "export")
     log = AuditLog(platform_of(request).db)
     # Recorded before the first byte: who took which part of the trail (filters as given).
     await log.write_now(principal, "audit.exported", details={

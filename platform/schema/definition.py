@@ -196,12 +196,20 @@ class EntityDefinition:
         return None if rule is None else int(rule["days"])
 
     def label(self, language: str = "en", plural: bool = False) -> str:
-        labels = self.xrm.get("plural" if plural else "label") or {}
-        text = labels.get(language) or labels.get("en")
-        if text:
-            return text
-        singular = self.label(language)
-        return singular + "s" if plural else singular
+        """The entity's name in `language` (else English); a plural the definition lacks is never made up
+        outside English: German gets its singular ("Projekt"), not singular + "s" ("Projekts"), and not
+        the English plural when a German label exists."""
+        singulars = self.xrm.get("label") or {}
+        if not plural:
+            return singulars.get(language) or singulars.get("en") or self.name.replace("_", " ").capitalize()
+        plurals = self.xrm.get("plural") or {}
+        if plurals.get(language):
+            return str(plurals[language])
+        if language != "en" and singulars.get(language):
+            return str(singulars[language])
+        if plurals.get("en"):
+            return str(plurals["en"])
+        return self.label(language) + "s"  # English (or no label in the language): the English rule
 
     def references(self) -> set[str]:
         return {f.references for f in self.fields.values() if f.references}

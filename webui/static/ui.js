@@ -20,6 +20,16 @@ document.addEventListener("input", (event) => {
   if (input) {
     input.form.querySelector(`[data-lookup-value="${input.dataset.lookupInput}"]`).value = "";
   }
+  // A control the user is correcting no longer shows the server's old message about it (the next
+  // save or check asks the server again); without JavaScript the message stays until then.
+  const edited = event.target;
+  if (edited.getAttribute && edited.getAttribute("aria-invalid") === "true") {
+    edited.removeAttribute("aria-invalid");
+    for (const id of (edited.getAttribute("aria-describedby") || "").split(/\s+/)) {
+      const message = id.endsWith("-error") && document.getElementById(id);
+      if (message) message.hidden = true;
+    }
+  }
 });
 document.addEventListener("submit", (event) => {
   const form = event.target;
