@@ -235,3 +235,16 @@ def test_board_and_bulk_actions_in_a_browser(server_uri: str, tmp_path: Any) -> 
                     expect(page.locator("#results")).to_contain_text("No records match.")
                 finally:
                     browser.close()
+
+
+def test_a_column_counts_at_most_ten_thousand_cards(ui: TestClient, ui_admin: str) -> None:
+    """Like lists, a column of a huge pipeline says "10,000+" rather than counting a million records on every view."""
+    async def fill() -> None:
+        async with ui.app.state.platform.db.connection() as connection:
+            await connection.execute("INSERT INTO public.deal (title, stage) SELECT 'Bulk ' || g, 'won' FROM generate_series(1, 10001) g")
+
+    ui.blocking_portal.call(fill)
+    new_deal(ui, ui_admin, "Single", "lost")
+    board = columns(ui.get(BOARD).text)
+    assert "10,000+" in board["3"] and "more than 10,000 records" in board["3"], board["3"][:400]
+    assert re.search(r'id="count-4"><span aria-hidden="true">1<', board["4"])

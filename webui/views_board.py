@@ -28,7 +28,7 @@ from xrm.registry import CompiledEntity
 
 from .context import Page, page_of
 from .display import display_name, format_value, option_label
-from .views_records import UI_PARAMETERS, _query
+from .views_records import TOTAL_LIMIT, UI_PARAMETERS, _query
 
 __all__ = ["board_views"]
 
@@ -93,7 +93,9 @@ class _Board:
         arguments["where"] = [*arguments["where"], Condition(self.field.name, "eq", column["value"])]
         arguments["order_by"] = arguments["order_by"] or ["-updated_at"]
         references = [n for n in self.card_fields if self.entity.fields[n].type.name == "reference"]
-        found = await self.service.list(**arguments, limit=COLUMN_SIZE, after=after, expand=references, with_total=with_total)
+        # Counted up to TOTAL_LIMIT like lists ("10,000+"): a column of a million deals is not counted whole.
+        found = await self.service.list(**arguments, limit=COLUMN_SIZE, after=after, expand=references, with_total=with_total,
+                                        total_limit=TOTAL_LIMIT)
         return found, await self.movable([r["id"] for r in found.records])
 
     async def movable(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
@@ -112,6 +114,7 @@ class _Board:
         entity = self.entity
         return {
             "board": self, "entity": entity, "current_entity": entity.name, "field": self.field, "display": display_name,
+            "count_limit": TOTAL_LIMIT,
             "value": lambda record, name: format_value(self.page.t, entity, entity.fields[name], record, self.page.platform.registry),
             "field_label": lambda name: entity.fields[name].label(self.page.language),
         }
@@ -122,7 +125,8 @@ async def _render_board(page: Page, board: _Board, *, flash: list[str] | None = 
     try:
         for column in board.columns():
             found, movable = await board.cards(column)
-            columns.append({**column, "records": found.records, "total": found.total or 0,
+            total = TOTAL_LIMIT + 1 if found.total_capped else found.total or 0  # above the cap: "10,000+"
+            columns.append({**column, "records": found.records, "total": total,
                             "next_cursor": found.next_cursor, "movable": movable})
     except ValidationFailed as error:
         problems = error.problems
@@ -207,7 +211,8 @@ async def _count(board: _Board, column: dict[str, Any]) -> int:
     arguments = list_arguments(board.service, board.params, ignore=BOARD_PARAMETERS)
     where = [*arguments["where"], Condition(board.field.name, "eq", column["value"])]
     try:
-        return await board.service.count(where=where, search=arguments["search"], include_deleted=arguments["include_deleted"])
+        return await board.service.count(where=where, search=arguments["search"], include_deleted=arguments["include_deleted"],
+                                         limit=TOTAL_LIMIT)
     except ValidationFailed:
         return 0
 
