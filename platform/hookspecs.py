@@ -125,11 +125,14 @@ def xrm_check_definition(definition: EntityDefinition, known_entities: frozenset
 
 @hookspec
 def xrm_relationship_types() -> list[RelationshipType]:
-    """Relationship types the plugin adds (e.g. many-to-many "works with", "parent company of").
+    """Relationship kinds the plugin declares (e.g. many-to-many "works with", "parent company of").
 
-    Called by the relationships feature when it lands; until then collected
-    and listed only. Returns a list of `xrm.plugins.RelationshipType`.
-    Not firstresult.
+    Collected by `xrm plugins list` (under "relationship types"), never during
+    requests. The built-in plugin ``relationships`` declares the four kinds it
+    implements itself this way (lookup, link, hierarchy, connection). Kinds
+    declared by other plugins are listed but not yet acted on: no link,
+    definition keyword or endpoint comes of them. Returns a list of
+    `xrm.plugins.RelationshipType`. Not firstresult.
     """
 
 
@@ -151,8 +154,12 @@ def xrm_workflow_actions() -> list[WorkflowAction]:
 def xrm_workflow_triggers() -> list[WorkflowTrigger]:
     """Events a workflow can start on, beyond the built-in record events (e.g. "inbound e-mail").
 
-    Called by the workflow engine when it lands. Returns a list of
-    `xrm.plugins.WorkflowTrigger`. Not firstresult.
+    Collected by `xrm plugins list` (under "workflow triggers"). The built-in
+    plugins declare theirs this way (``automations``: created, updated, date,
+    schedule; ``statemachine``: transition), but the automations know these
+    five triggers themselves: a trigger declared by another plugin is listed
+    and not yet acted on (an automation with it is refused). Returns a list
+    of `xrm.plugins.WorkflowTrigger`. Not firstresult.
     """
 
 
@@ -160,10 +167,12 @@ def xrm_workflow_triggers() -> list[WorkflowTrigger]:
 def xrm_assistant_tools() -> list[Any]:
     """Tools the assistant may call, besides search_records, query_records, get_record and aggregate.
 
-    Called by the assistant's tool registry when it lands. A tool is a
-    langchain-core ``BaseTool`` (or a function langchain's ``@tool`` can
-    wrap); it must read and write only through RecordService with the asking
-    user's principal. Returns a list of tools. Not firstresult.
+    The assistant does not exist yet (`xrm.assistant` is a placeholder): the
+    tools are collected and listed by `xrm plugins list` (under "assistant
+    tools", by their ``name`` or function name) but nothing calls them. A
+    tool is a langchain-core ``BaseTool`` (or a function langchain's ``@tool``
+    can wrap); it must read and write only through RecordService with the
+    asking user's principal. Returns a list of tools. Not firstresult.
     """
 
 
@@ -184,7 +193,7 @@ def xrm_startup(platform: Platform) -> Awaitable[None] | None:
     """The platform has started: the database is open and entity definitions are applied.
 
     Called once by the web server's start-up, after entity_schemas/ and the
-    plugins' entity definitions were applied. `platform` is the
+    plugins' entity definitions were applied (the last registered plugin first). `platform` is the
     `xrm.runtime.Platform` (settings, db, registry, policy). May return a
     coroutine, which is awaited before the server takes requests; an error
     stops the start. Returns None. Not firstresult.
@@ -196,9 +205,11 @@ def xrm_shutdown(platform: Platform) -> Awaitable[None] | None:
     """The web server is stopping: stop what xrm_startup started (background tasks, connections).
 
     Called once by the web server's shut-down, before the database closes, for
-    every plugin (also when an earlier one failed: errors are logged). `platform`
-    is the same `xrm.runtime.Platform` xrm_startup got. May return a
-    coroutine, which is awaited. Returns None. Not firstresult.
+    every plugin, in registration order (the reverse of xrm_startup's). May
+    return a coroutine, which is awaited; an error, raised by the call or
+    while awaiting its coroutine, is logged and the other plugins still stop.
+    `platform` is the
+    same `xrm.runtime.Platform` xrm_startup got. Returns None. Not firstresult.
     """
 
 
@@ -244,8 +255,9 @@ def xrm_before_write(
     `entity`: the entity name; `action`: "create", "update", "delete" or
     "restore"; `record`: the record as it will be (field values in JSON form,
     as the validator checked them, plus "id"; for delete and restore the
-    stored record); `previous`: the stored record before the write (None for
-    create); `principal`: who writes; `definition`: the entity's current
+    stored record as RecordService reads it, its "id" a UUID); `previous`: the
+    stored record before the write (None for create; for delete and restore
+    the same record as `record`); `principal`: who writes; `definition`: the entity's current
     `EntityDefinition` (its `xrm` holds the plugin's own keywords, see
     xrm_definition_vocabulary); `db` and `registry`: the database and the
     entity registry the write runs on (for a RecordService of another

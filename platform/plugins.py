@@ -15,6 +15,8 @@ Built-in plugins (distribution ``xrm``) always load: the core needs them.
 
 from __future__ import annotations
 
+import functools
+
 import inspect
 import os
 import re
@@ -267,8 +269,15 @@ class PluginManager(pluggy.PluginManager):
 
     def each(self, hook_name: str, **kwargs: Any) -> Iterable[tuple[str, Any]]:
         """(plugin name, result) for every implementation of a hook, in registration order."""
+        for name, call in self.each_call(hook_name, **kwargs):
+            yield name, call()
+
+    def each_call(self, hook_name: str, **kwargs: Any) -> Iterable[tuple[str, Callable[[], Any]]]:
+        """(plugin name, a call of its implementation) per implementation, not yet made: for a caller that must
+        keep one plugin's error (raised by the call itself, or by the coroutine it returns) from stopping the rest."""
         for impl in getattr(self.hook, hook_name).get_hookimpls():
-            yield impl.plugin_name, impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            arguments = {k: v for k, v in kwargs.items() if k in impl.argnames}
+            yield impl.plugin_name, functools.partial(impl.function, **arguments)
 
 
 # -- discovery -------------------------------------------------------------------

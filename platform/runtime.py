@@ -103,9 +103,9 @@ class Platform:
         """Call every plugin's xrm_shutdown(platform=...); an error is logged and the others still run."""
         from .plugins import await_me_maybe, get_plugin_manager
 
-        for name, result in get_plugin_manager().each("xrm_shutdown", platform=self):
+        for name, call in get_plugin_manager().each_call("xrm_shutdown", platform=self):
             try:
-                await await_me_maybe(result)
+                await await_me_maybe(call())
             except Exception:  # noqa: BLE001 - one plugin must not keep the others from stopping
                 log.exception("plugin %s failed to shut down", name)
 

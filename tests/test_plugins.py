@@ -84,12 +84,21 @@ def _fetchval(client: Any, sql: str, *args: Any) -> Any:
 def test_builtins_come_through_the_same_entry_point_group() -> None:
     from importlib import metadata
 
+    builtins = {"core": "xrm.core_plugin", "automations": "xrm.builtins.automations", "relationships": "xrm.builtins.relationships",
+                "statemachine": "xrm.builtins.statemachine", "crm": "xrm.builtins.crm"}
     points = {ep.name: ep for ep in metadata.entry_points(group="xrm.plugins")}
-    assert points["core"].value == "xrm.core_plugin" and points["core"].dist.metadata["Name"] == "xrm"
+    for name, module in builtins.items():
+        assert name in points, f"built-in plugin {name!r} is not declared in the xrm.plugins entry-point group"
+        assert points[name].value == module and points[name].dist.metadata["Name"] == "xrm", points[name]
+    assert {name for name, ep in points.items() if ep.dist.metadata["Name"] == "xrm"} == set(builtins)  # no other built-in
     assert points["iban"].value == "xrm_iban" and points["iban"].dist.metadata["Name"] == "xrm-iban"
     manager = get_plugin_manager()
     assert manager is get_plugin_manager()  # one per process
-    assert manager.infos["core"].builtin and not manager.infos["iban"].builtin
+    for name, module in builtins.items():  # loaded from the entry points, not from the fallback for an uninstalled xrm
+        info = manager.infos[name]
+        assert (info.builtin, info.module, info.distribution) == (True, module, "xrm"), info
+        assert manager.get_plugin(name) is importlib.import_module(module)
+    assert not manager.infos["iban"].builtin
     from xrm.schema.field_types import FIELD_TYPES
 
     assert "text" in FIELD_TYPES and "iban" in FIELD_TYPES and len(FIELD_TYPES) == 16
