@@ -149,6 +149,17 @@ async def _ensure_owner_indexes(db: Database, registry: Registry) -> None:
                     await connection.execute(owner_index_statement(entity.name))
                     old = quote_ident(object_name(entity.name, "owner"))
                     await connection.execute(f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{old}")
+        # Reference fields from before they had an index of their own (ddl.reference_index_statement).
+        from .schema.ddl import reference_index_name, reference_index_statement
+
+        names = {r["name"] for r in await connection.fetch(
+            "SELECT c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = $1 AND c.relkind = 'i'", DATA_SCHEMA)}
+        for entity in registry:
+            for f in entity.fields.values():
+                if f.references and reference_index_name(entity.name, f.name) not in names:
+                    log.warning("building the index of the reference %s.%s", entity.name, f.name)
+                    await connection.execute(reference_index_statement(entity.name, f))
         await _upgrade_declared_indexes(connection, registry)
 
 

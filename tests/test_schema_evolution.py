@@ -768,6 +768,42 @@ async def test_an_owner_index_of_the_old_shape_is_replaced_at_start(
     assert "account__owner" not in indexes
 
 
+async def test_every_reference_has_an_index_that_follows_the_field(
+    schema: SchemaService, db: Database, registry: Registry, database_uri: str, tmp_path: Path
+) -> None:
+    """(reference, created_at, id): the records pointing at one record are found without scanning the table."""
+    from xrm.runtime import open_platform
+    from xrm.settings import Settings
+
+    contact = entity("contact", {"name": {"type": "string"}, "company": {"x-xrm": {"type": "reference", "references": "account"}}})
+    await schema.apply([account(), contact])
+    assert (await index_columns(db, "contact"))["contact__company__ref"] == (["company", "created_at", "id"], False, None)
+    # A reference added later gets one; a rename takes it along; removing the field drops it.
+    contact["properties"]["referrer"] = {"x-xrm": {"type": "reference", "references": "account"}}
+    await schema.apply([account(), contact])
+    assert "contact__referrer__ref" in await index_columns(db, "contact")
+    renamed = json.loads(json.dumps(contact))
+    renamed["properties"]["employer"] = renamed["properties"].pop("company")
+    renamed["properties"]["employer"]["x-xrm"]["renamed_from"] = "company"
+    await schema.apply([account(), renamed])
+    indexes = await index_columns(db, "contact")
+    assert indexes["contact__employer__ref"] == (["employer", "created_at", "id"], False, None) and "contact__company__ref" not in indexes
+    # An install from before gets the index at start.
+    async with db.connection() as c:
+        await c.execute("DROP INDEX public.contact__employer__ref")
+    async with open_platform(Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=tmp_path, secret_key=None)):
+        pass
+    assert "contact__employer__ref" in await index_columns(db, "contact")
+    async with db.connection() as c:
+        await c.execute("INSERT INTO public.account (name) SELECT 'A' || g FROM generate_series(1, 200) g")
+        await c.execute("INSERT INTO public.contact (name, employer) SELECT 'C' || g, (SELECT id FROM public.account "
+                        "ORDER BY id OFFSET g % 200 LIMIT 1) FROM generate_series(1, 5000) g")
+        await c.execute("ANALYZE public.contact")
+        plan = "\n".join(r[0] for r in await c.fetch(
+            "EXPLAIN SELECT id FROM public.contact WHERE employer = $1 AND deleted_at IS NULL ORDER BY created_at, id LIMIT 10", uuid.uuid4()))
+    assert "contact__employer__ref" in plan and "Sort" not in plan, plan
+
+
 # -- SQL injection -------------------------------------------------------------------
 
 

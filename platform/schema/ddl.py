@@ -6,6 +6,7 @@ Naming (so every later change can find what an earlier one created):
   CHECK            ck_<field>            (one per field, all its value rules)
   foreign key      fk_<field>
   unique index     <entity>__<field>__key (partial: live rows only)
+  reference index  <entity>__<field>__ref (the reference, created_at, id)
   extra index      <entity>__ix_<n>         (unique: the fields, live rows only)
                    <entity>__ix_<n>_sorted  (non-unique: the fields, created_at, id)
   full text        column search_vector (generated), index <entity>__search
@@ -28,6 +29,8 @@ __all__ = [
     "drop_field_constraints",
     "field_constraint_statements",
     "foreign_key_statements",
+    "reference_index_name",
+    "reference_index_statement",
     "index_name",
     "index_statement",
     "index_statements",
@@ -147,6 +150,7 @@ def drop_field_constraints(entity_name: str, field: FieldDefinition) -> list[str
         f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(short_name('ck', field.name))}",
         f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {quote_ident(short_name('fk', field.name))}",
         f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(unique_index_name(entity_name, field.name))}",
+        f"DROP INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(reference_index_name(entity_name, field.name))}",
     ]
     for column in field.columns():
         statements.append(f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} DROP NOT NULL")
@@ -154,14 +158,30 @@ def drop_field_constraints(entity_name: str, field: FieldDefinition) -> list[str
 
 
 def foreign_key_statements(entity_name: str, field: FieldDefinition, *, new_column: bool = False) -> list[str]:
+    """A reference's foreign key, and the index that finds the records pointing at one record."""
     if not field.references:
         return []
     (column,) = field.columns()
     return [
         f"ALTER TABLE {qualified(entity_name)} ADD CONSTRAINT {quote_ident(short_name('fk', field.name))} "
         f"FOREIGN KEY ({quote_ident(column.name)}) REFERENCES {qualified(field.references)} (id)"
-        + (" NOT VALID" if new_column else "")
+        + (" NOT VALID" if new_column else ""),
+        reference_index_statement(entity_name, field),
     ]
+
+
+def reference_index_name(entity_name: str, field_name: str) -> str:
+    return object_name(entity_name, field_name, "", "ref")
+
+
+def reference_index_statement(entity_name: str, field: FieldDefinition) -> str:
+    """(reference, created_at, id): related-records panels, `account=<id>` filters in the default order, expand
+    look-ups and on_delete checks read the records pointing at one record without scanning the table."""
+    (column,) = field.columns()
+    return (
+        f"CREATE INDEX IF NOT EXISTS {quote_ident(reference_index_name(entity_name, field.name))} "
+        f"ON {qualified(entity_name)} ({quote_ident(column.name)}, created_at, id)"
+    )
 
 
 def index_name(entity_name: str, position: int, *, unique: bool = True) -> str:

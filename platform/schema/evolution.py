@@ -39,6 +39,7 @@ from .ddl import (
     object_name,
     qualified,
     search_vector_column,
+    reference_index_name,
     unique_index_name,
 )
 from .definition import EntityDefinition, FieldDefinition, same_document
@@ -406,11 +407,11 @@ def _rename_field(old_entity: EntityDefinition, new_entity: EntityDefinition, so
                 )
                 if exists:
                     await ctx.connection.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {quote_ident(old_name)} TO {quote_ident(new_name)}")
-            old_index = unique_index_name(new_entity.name, source.name)
-            await ctx.connection.execute(
-                f"ALTER INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(old_index)} "
-                f"RENAME TO {quote_ident(unique_index_name(new_entity.name, f.name))}"
-            )
+            for index_name_of in (unique_index_name, reference_index_name):
+                await ctx.connection.execute(
+                    f"ALTER INDEX IF EXISTS {quote_ident(DATA_SCHEMA)}.{quote_ident(index_name_of(new_entity.name, source.name))} "
+                    f"RENAME TO {quote_ident(index_name_of(new_entity.name, f.name))}"
+                )
 
         operations.append((3, rename_objects))
     step = Step(SAFE, "rename_field", new_entity.name, f.name, f"rename field {new_entity.name}.{source.name} to {f.name} (data kept)", previous=source.name)
