@@ -203,27 +203,10 @@ class UserService:
         address_locked_until = await self._failed_address(address, period) if address is not None else None
         async with self.db.connection() as connection, connection.transaction():
             if user_id is not None:
-                table, column, value = "xrm_sys.app_user", "id", user_id
+                failures, locked_until, newly_locked = await _count_failure(connection, "xrm_sys.app_user", "id", user_id, limit, period)
             else:
-                table, column, value = "xrm_sys.login_failure", "name", key
-                # Names quiet (and unlocked) for a lock-out period are forgotten: they would count from 1 anyway.
-                await connection.execute(
-                    "DELETE FROM xrm_sys.login_failure WHERE last_failed_login_at < now() - $1::interval "
-                    "AND (locked_until IS NULL OR locked_until < now())", period,
-                )
-                await connection.execute("INSERT INTO xrm_sys.login_failure (name) VALUES ($1) ON CONFLICT DO NOTHING", key)
-            state = await connection.fetchrow(
-                f"SELECT failed_logins, last_failed_login_at, locked_until, now() AS now FROM {table} WHERE {column} = $1 FOR UPDATE",
-                value,
-            )
-            failures, locked_until = _after_failure(
-                state["failed_logins"], state["last_failed_login_at"], state["locked_until"], state["now"], limit, period
-            )
-            newly_locked = locked_until is not None and locked_until != state["locked_until"]
-            await connection.execute(
-                f"UPDATE {table} SET failed_logins = $2, locked_until = $3, last_failed_login_at = now() WHERE {column} = $1",
-                value, failures, locked_until,
-            )
+                failures, locked_until, newly_locked = await _count_failure(
+                    connection, "xrm_sys.login_failure", "name", key, limit, period, forgettable=True)
         await self._audit_login(name, user_id, "auth.login_failed", reason, {
             "failed_logins": failures, **({"address": address} if address else {})})
         if newly_locked:
@@ -236,25 +219,9 @@ class UserService:
         """Count a failed login from `address`; its lock's end if this failure starts one."""
         limit = self.settings.login_max_failures_per_address
         async with self.db.connection() as connection, connection.transaction():
-            await connection.execute(
-                "DELETE FROM xrm_sys.login_failure_by_address WHERE last_failed_login_at < now() - $1::interval "
-                "AND (locked_until IS NULL OR locked_until < now())", period,
-            )
-            await connection.execute(
-                "INSERT INTO xrm_sys.login_failure_by_address (address) VALUES ($1) ON CONFLICT DO NOTHING", address
-            )
-            state = await connection.fetchrow(
-                "SELECT failed_logins, last_failed_login_at, locked_until, now() AS now "
-                "FROM xrm_sys.login_failure_by_address WHERE address = $1 FOR UPDATE", address,
-            )
-            failures, locked_until = _after_failure(
-                state["failed_logins"], state["last_failed_login_at"], state["locked_until"], state["now"], limit, period
-            )
-            await connection.execute(
-                "UPDATE xrm_sys.login_failure_by_address SET failed_logins = $2, locked_until = $3, last_failed_login_at = now() "
-                "WHERE address = $1", address, failures, locked_until,
-            )
-        if locked_until is None or locked_until == state["locked_until"]:
+            failures, locked_until, newly_locked = await _count_failure(
+                connection, "xrm_sys.login_failure_by_address", "address", address, limit, period, forgettable=True)
+        if not newly_locked:
             return None
         await self._audit_login(address, None, "auth.address_locked", None, {
             "address": address, "failed_logins": failures, "locked_until": locked_until})
@@ -358,6 +325,31 @@ class UserService:
             principal = await resolve_principal(connection, row["id"], row["name"], row["roles"])
             # The token's id travels with the principal, so the audit trail can name the token an export used.
             return dataclasses.replace(principal, read_only=row["access"] == "read", token_id=row["token_id"], via="token")
+
+
+async def _count_failure(
+    connection: asyncpg.Connection, table: str, column: str, value: Any, limit: int, period: timedelta, *, forgettable: bool = False
+) -> tuple[int, datetime | None, bool]:
+    """One more failed login for the row `column = value` of `table` (a user, a typed name, a client address):
+    (failures, locked_until, whether this failure starts the lock). `forgettable` tables hold rows only for
+    failures: rows quiet (and unlocked) for a lock-out period are dropped, they would count from 1 anyway."""
+    if forgettable:
+        await connection.execute(
+            f"DELETE FROM {table} WHERE last_failed_login_at < now() - $1::interval AND (locked_until IS NULL OR locked_until < now())",
+            period,
+        )
+        await connection.execute(f"INSERT INTO {table} ({column}) VALUES ($1) ON CONFLICT DO NOTHING", value)
+    state = await connection.fetchrow(
+        f"SELECT failed_logins, last_failed_login_at, locked_until, now() AS now FROM {table} WHERE {column} = $1 FOR UPDATE", value
+    )
+    failures, locked_until = _after_failure(
+        state["failed_logins"], state["last_failed_login_at"], state["locked_until"], state["now"], limit, period
+    )
+    await connection.execute(
+        f"UPDATE {table} SET failed_logins = $2, locked_until = $3, last_failed_login_at = now() WHERE {column} = $1",
+        value, failures, locked_until,
+    )
+    return failures, locked_until, locked_until is not None and locked_until != state["locked_until"]
 
 
 def _address_key(address: str | None) -> str | None:
