@@ -86,14 +86,17 @@ class UserService:
         return _principal(row)
 
     async def list_users(self) -> list[dict[str, Any]]:
-        """Every user: name, id, roles, whether disabled or locked, when created (for admins)."""
+        """Every user (for admins): name, id, roles, teams, when created, whether disabled or locked (and until when)."""
         async with self.db.connection() as connection:
             rows = await connection.fetch(
-                "SELECT id, name, roles, created_at, disabled_at, COALESCE(locked_until > now(), false) AS locked "
-                "FROM xrm_sys.app_user ORDER BY name"
+                "SELECT u.id, u.name, u.roles, u.created_at, u.disabled_at, COALESCE(u.locked_until > now(), false) AS locked, "
+                "u.locked_until, ARRAY(SELECT t.name FROM xrm_sys.team_member m JOIN xrm_sys.team t ON t.id = m.team_id "
+                "WHERE m.user_id = u.id ORDER BY t.name) AS teams "
+                "FROM xrm_sys.app_user u ORDER BY lower(u.name), u.name"
             )
-        return [{"id": r["id"], "name": r["name"], "roles": list(r["roles"]), "created_at": r["created_at"],
-                 "disabled": r["disabled_at"] is not None, "disabled_at": r["disabled_at"], "locked": r["locked"]} for r in rows]
+        return [{"id": r["id"], "name": r["name"], "roles": list(r["roles"]), "teams": list(r["teams"]), "created_at": r["created_at"],
+                 "disabled": r["disabled_at"] is not None, "disabled_at": r["disabled_at"], "locked": r["locked"],
+                 "locked_until": r["locked_until"] if r["locked"] else None} for r in rows]
 
     async def set_disabled(self, name: str, disabled: bool) -> bool:
         """Disable (or enable again) user NAME; False if it already was. A disabled user cannot log in,

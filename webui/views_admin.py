@@ -69,15 +69,7 @@ def _action_labels(page: Page) -> dict[str, str]:
 
 # -- users ------------------------------------------------------------------------
 async def _user_rows(page: Page) -> list[dict[str, Any]]:
-    async with page.platform.db.connection() as connection:
-        rows = await connection.fetch(
-            "SELECT u.name, u.roles, u.disabled_at IS NOT NULL AS disabled, "
-            "coalesce(u.locked_until > now(), false) AS locked, u.locked_until, "
-            "ARRAY(SELECT t.name FROM xrm_sys.team_member m JOIN xrm_sys.team t ON t.id = m.team_id "
-            "      WHERE m.user_id = u.id ORDER BY t.name) AS teams "
-            "FROM xrm_sys.app_user u ORDER BY lower(u.name), u.name"
-        )
-    return [dict(r) for r in rows]
+    return await _users(page).list_users()  # type: ignore[no-any-return]
 
 
 async def _users_page(page: Page, *, status: int = 200, message: str = "", error: str = "",

@@ -88,9 +88,11 @@ def admin_schemas() -> dict[str, Any]:
             "revoked_at": {"type": ["string", "null"], "format": "date-time"}}},
         "User": {"type": "object", "required": ["id", "name", "roles", "created_at", "disabled", "locked"], "properties": {
             "id": {"type": "string", "format": "uuid"}, "name": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}},
+            "teams": {"type": "array", "items": {"type": "string"}},
             "created_at": {"type": "string", "format": "date-time"}, "disabled": {"type": "boolean"},
             "disabled_at": {"type": ["string", "null"], "format": "date-time"},
-            "locked": {"type": "boolean", "description": "Locked after too many failed logins"}}},
+            "locked": {"type": "boolean", "description": "Locked after too many failed logins"},
+            "locked_until": {"type": ["string", "null"], "format": "date-time"}}},
         "SessionsEnded": {"type": "object", "required": ["user", "sessions_ended"], "properties": {
             "user": {"type": "string"}, "sessions_ended": {"type": "integer"}}},
         "UserRoles": {"type": "object", "required": ["user", "roles"], "properties": {
