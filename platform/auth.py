@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ class TokenInfo:
     """"read": the token may only read; "write": whatever the user's roles allow."""
 
 
+def _check_email(email: str | None) -> None:
+    if email is not None and (len(email) > 254 or not re.fullmatch(r"[^@\s]+@[^@\s]+", email)):
+        raise ValidationFailed("user", [Problem("/email", f"{email!r} is not an e-mail address")])
+
+
 def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -66,17 +72,18 @@ class UserService:
 
         await AuditLog.write(connection, self.actor, action, details=details)
 
-    async def create_user(self, name: str, password: str, roles: list[str] | None = None) -> Principal:
+    async def create_user(self, name: str, password: str, roles: list[str] | None = None, *, email: str | None = None) -> Principal:
         if len(password) < 8:
             raise ValidationFailed("user", [Problem("/password", "must be at least 8 characters long")])
+        _check_email(email)
         from .security.model import SecurityService
 
         await SecurityService(self.db).check_roles(roles or [])  # every role named must exist
         async with self.db.connection() as connection, connection.transaction():
             try:
                 row = await connection.fetchrow(
-                    "INSERT INTO xrm_sys.app_user (name, password_hash, roles) VALUES ($1, $2, $3) RETURNING id, name, roles",
-                    name, _hasher.hash(password), roles or [],
+                    "INSERT INTO xrm_sys.app_user (name, password_hash, roles, email) VALUES ($1, $2, $3, $4) RETURNING id, name, roles",
+                    name, _hasher.hash(password), roles or [], email,
                 )
             except asyncpg.UniqueViolationError:
                 raise ValidationFailed("user", [Problem("/name", f"a user named {name!r} exists already")]) from None
@@ -84,6 +91,15 @@ class UserService:
                 raise ValidationFailed("user", [Problem("/name", "use letters, digits and . _ @ - (at most 63 characters)")]) from None
             await self._audit(connection, "auth.user_created", {"user": name, "user_id": row["id"], "roles": list(row["roles"])})
         return _principal(row)
+
+    async def set_email(self, name: str, email: str | None) -> None:
+        """The user's e-mail address (None: none), where mail to a record's owner goes (audited)."""
+        _check_email(email)
+        async with self.db.connection() as connection, connection.transaction():
+            found = await connection.fetchval("UPDATE xrm_sys.app_user SET email = $2 WHERE name = $1 RETURNING id", name, email)
+            if found is None:
+                raise NotFound(f"No user named {name!r}")
+            await self._audit(connection, "auth.user_email_changed", {"user": name, "user_id": found})
 
     async def list_users(self) -> list[dict[str, Any]]:
         """Every user (for admins): name, id, roles, teams, when created, whether disabled or locked (and until when)."""

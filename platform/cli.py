@@ -146,9 +146,20 @@ def serve(host: str, port: int) -> None:
 
 
 @main.command()
+@click.option("--seed", default=1, show_default=True, type=int, help="The same seed gives the same records (on the same day).")
+@click.option("--size", type=click.Choice(["small", "medium", "large"]), default="small", show_default=True,
+              help="Generated accounts: small 25, medium 250, large 1,500 (contacts, deals, ... scale with them).")
+@click.option("--accounts", "count", type=click.IntRange(0, 100_000), default=None,
+              help="Generate this many accounts instead of a --size (0: only the well-known records).")
 @run
-async def demo() -> None:
-    """Apply entity_schemas/ and load the CRM demo data set (once)."""
+async def demo(seed: int, size: str, count: int | None) -> None:
+    """Apply entity_schemas/ and load the CRM demo data set (once): well-known records plus generated ones.
+
+    Every record goes through the service layer (validation, state machines,
+    audit trail, events). An entity that has records already is left as it
+    is, so running it twice duplicates nothing.
+    """
+    from .demo.generator import SIZES
     from .demo.loader import load_demo_data
 
     async with open_platform() as platform:
@@ -156,7 +167,7 @@ async def demo() -> None:
         missing = [n for n in ("account", "contact", "deal") if n not in platform.registry]
         if missing:
             raise XrmError(f"The demo needs the entities {', '.join(missing)} (from entity_schemas/); they are not defined")
-        created = await load_demo_data(platform.db, platform.registry)
+        created = await load_demo_data(platform.db, platform.registry, seed=seed, accounts=SIZES[size] if count is None else count)
         for entity, count in created.items():
             click.echo(f"{entity}: {count} demo records created" if count else f"{entity}: already has records, left as is")
         await _demo_users(platform)
@@ -199,12 +210,18 @@ async def _demo_teams(platform: Platform) -> None:
             await security.create_team(name, parent)
             for member in members:
                 await security.add_member(name, member)
-    deals = await RecordService(platform.db, platform.registry, "deal", SYSTEM_PRINCIPAL).list(
-        where={"owner_id": SYSTEM_PRINCIPAL.id}, fields=["id"], limit=1000)
-    for deal in deals.records:
-        await security.assign("deal", deal["id"], team="Sales")
-    if deals.records:
-        click.echo(f"teams: Company > Sales (anna.vertrieb), Service (ben.service); {len(deals.records)} deals assigned to team Sales")
+    deals = RecordService(platform.db, platform.registry, "deal", SYSTEM_PRINCIPAL)
+    assigned = 0
+    while True:  # every page from the start: an assigned deal is no longer the system's
+        page = await deals.list(where={"owner_id": SYSTEM_PRINCIPAL.id}, fields=["id"], limit=1000)
+        async with platform.db.transaction():  # one commit per page, not per deal
+            for deal in page.records:
+                await security.assign("deal", deal["id"], team="Sales")
+        assigned += len(page.records)
+        if not page.next_cursor:
+            break
+    if assigned:
+        click.echo(f"teams: Company > Sales (anna.vertrieb), Service (ben.service); {assigned} deals assigned to team Sales")
 
 
 async def _apply_schema_folder(platform: Platform) -> None:
@@ -346,14 +363,28 @@ def user() -> None:
 @click.argument("name")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="At least 8 characters.")
 @click.option("--role", "roles", multiple=True, help="A role to grant (repeatable), e.g. admin.")
+@click.option("--email", default=None, help="The user's e-mail address (mail to a record's owner, reminders).")
 @run
-async def user_create(name: str, password: str, roles: tuple[str, ...]) -> None:
+async def user_create(name: str, password: str, roles: tuple[str, ...], email: str | None) -> None:
     """Create user NAME."""
     from .auth import UserService
 
     async with open_platform() as platform:
-        principal = await UserService(platform.db).create_user(name, password, list(roles))
+        principal = await UserService(platform.db).create_user(name, password, list(roles), email=email)
     click.echo(f"Created user {principal.name} ({principal.id})" + (f" with roles {', '.join(roles)}" if roles else ""))
+
+
+@user.command("email")
+@click.argument("name")
+@click.argument("address", required=False)
+@run
+async def user_email(name: str, address: str | None) -> None:
+    """Set the e-mail address of NAME (mail to a record's owner, reminders); without ADDRESS, remove it."""
+    from .auth import UserService
+
+    async with open_platform() as platform:
+        await UserService(platform.db).set_email(name, address or None)
+    click.echo(f"{name}: e-mail {address}" if address else f"{name}: no e-mail address")
 
 
 @user.command("unlock")
@@ -772,6 +803,10 @@ async def import_command(
     Columns map to fields by name or label (English or German); rows are
     written in chunks, bad rows are reported with their row number (the CSV
     header is row 1) and never stop the good ones.
+
+    ENTITY may also be what a plugin imports: `_connections` or
+    `<entity>.<link>` (docs/relationships.md); those files are imported all
+    or nothing.
     """
     from .transfer.importer import import_file
     from .transfer.sources import count_rows

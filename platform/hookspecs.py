@@ -16,6 +16,7 @@ Hooks by lifecycle:
   xrm_definition_vocabulary, xrm_relationship_types, xrm_workflow_actions,
   xrm_workflow_triggers, xrm_assistant_tools, xrm_cli_commands,
   xrm_api_routes, xrm_openapi, xrm_ui_routes
+- reading and importing: xrm_record_expansions, xrm_import_targets
 - checking definitions: xrm_check_definition
 - start-up and shut-down: xrm_startup, xrm_shutdown
 - writes through the one door (RecordService): xrm_before_write, xrm_after_write
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
     from .db.database import Database
     from .errors import Problem
-    from .plugins import MenuEntry, Panel, RelationshipType, WorkflowAction, WorkflowTrigger
+    from .plugins import Expansion, ImportTarget, MenuEntry, Panel, RelationshipType, WorkflowAction, WorkflowTrigger
     from .records.principal import Principal
     from .registry import Registry
     from .schema.definition import EntityDefinition
@@ -125,14 +126,51 @@ def xrm_check_definition(definition: EntityDefinition, known_entities: frozenset
 
 @hookspec
 def xrm_relationship_types() -> list[RelationshipType]:
-    """Relationship kinds the plugin declares (e.g. many-to-many "works with", "parent company of").
+    """Relationship kinds the plugin declares: each becomes a connection role (e.g. "works with", "supplier of").
 
-    Collected by `xrm plugins list` (under "relationship types"), never during
-    requests. The built-in plugin ``relationships`` declares the four kinds it
-    implements itself this way (lookup, link, hierarchy, connection). Kinds
-    declared by other plugins are listed but not yet acted on: no link,
-    definition keyword or endpoint comes of them. Returns a list of
-    `xrm.plugins.RelationshipType`. Not firstresult.
+    Collected by `xrm plugins list` (under "relationship types") and, when the
+    web server starts (after the entity definitions were applied), by the
+    built-in plugin ``relationships``, which creates or updates one
+    connection role per kind: `name` (a-z, 0-9, _), `label` and
+    `inverse_label` ({"en", "de"}; no inverse label: the role is symmetric),
+    `source` / `target` (an entity the role must start / end at, None: any).
+    The role is marked as the plugin's: admins see it on the Connection roles
+    page but cannot delete it while the plugin is loaded, and a role an admin
+    made under the same name is left alone (a warning is logged). The four
+    kinds the built-in plugin declares itself (lookup, link, hierarchy,
+    connection) name what it implements and become no role. Returns a list
+    of `xrm.plugins.RelationshipType`. Not firstresult.
+    """
+
+
+@hookspec
+def xrm_record_expansions(entity: str, registry: Registry) -> list[Expansion]:
+    """What `?expand=<name>` may add to records of `entity`, besides its reference fields (e.g. links, connections).
+
+    Called by RecordService.list whenever `expand` is given (the API's list
+    and get with `?expand=`), and by the OpenAPI document
+    (the parameter's allowed values). `registry` is the entity registry. A
+    name equal to one of the entity's fields is ignored (the field wins).
+    Each `xrm.plugins.Expansion` has a `load(service, ids)`: called once per
+    page with the page's record ids and the entity's RecordService (its
+    principal is the caller's: read through it, so only permitted records
+    come back), returning {id: value}; the value lands in each record as
+    "<name>_expanded". Returns a list of Expansion. Not firstresult.
+    """
+
+
+@hookspec
+def xrm_import_targets(registry: Registry) -> list[ImportTarget]:
+    """What `xrm import NAME FILE`, POST /api/v1/NAME/_import and the import wizard can import that is not an entity.
+
+    Called when an import names something that is not an entity, and by the
+    import wizard (its "Import into" choice). Each `xrm.plugins.ImportTarget`
+    has a name (e.g. "_connections"), labels, the columns it reads and
+    `run(db, registry, source, principal, policy, options)`, which reads the
+    rows of `source` (xrm.transfer.sources) and writes through the one door
+    as `principal`, honouring `options.dry_run` and `options.mapping`, and
+    returns an `xrm.transfer.ImportReport`. Returns a list of ImportTarget.
+    Not firstresult.
     """
 
 
@@ -152,14 +190,25 @@ def xrm_workflow_actions() -> list[WorkflowAction]:
 
 @hookspec
 def xrm_workflow_triggers() -> list[WorkflowTrigger]:
-    """Events a workflow can start on, beyond the built-in record events (e.g. "inbound e-mail").
+    """Events an automation can start on (e.g. "inbound e-mail"), the built-in ones included.
 
-    Collected by `xrm plugins list` (under "workflow triggers"). The built-in
-    plugins declare theirs this way (``automations``: created, updated, date,
-    schedule; ``statemachine``: transition), but the automations know these
-    five triggers themselves: a trigger declared by another plugin is listed
-    and not yet acted on (an automation with it is refused). Returns a list
-    of `xrm.plugins.WorkflowTrigger`. Not firstresult.
+    Called when an automation is checked (entity definitions, the admin API
+    and UI) and by the automations' dispatcher (built-in plugin
+    `automations`); also listed by `xrm plugins list` (under "workflow
+    triggers"). The built-ins declare theirs this way (``automations``:
+    created, updated, date, schedule; ``statemachine``: transition).
+
+    A `xrm.plugins.WorkflowTrigger` names the outbox `topics` that fire it,
+    the JSON Schema of its `parameters` (the automation's ``trigger`` keys
+    besides ``on``) and optionally `match(parameters, payload) -> bool`. The
+    plugin fires it by writing an outbox event of such a topic with
+    `xrm.events.emit(connection, topic, payload, entity=..., record_id=...)`
+    (or `platform.emit(...)`); the dispatcher reads it after the writing
+    transaction committed and queues the actions of every enabled automation
+    of that entity whose trigger matches, exactly like the built-in events
+    (same job queue, idempotency key, job log). Returns a list of
+    `xrm.plugins.WorkflowTrigger`; a name declared twice is a PluginError.
+    Not firstresult.
     """
 
 

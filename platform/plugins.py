@@ -21,7 +21,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -47,6 +47,8 @@ __all__ = [
     "WorkflowAction",
     "WorkflowTrigger",
     "await_me_maybe",
+    "Expansion",
+    "ImportTarget",
     "call_write_hook",
     "get_plugin_manager",
     "hookimpl",
@@ -56,7 +58,14 @@ __all__ = [
 ENTRY_POINT_GROUP = "xrm.plugins"
 PROJECT = "xrm"
 BUILTIN_DISTRIBUTION = "xrm"
-BUILTIN_PLUGINS = {"core": "xrm.core_plugin"}
+BUILTIN_PLUGINS = {
+    "core": "xrm.core_plugin",
+    "automations": "xrm.builtins.automations",
+    "relationships": "xrm.builtins.relationships",
+    "statemachine": "xrm.builtins.statemachine",
+    "crm": "xrm.builtins.crm",
+    "assistant": "xrm.assistant.plugin",
+}
 """The built-ins as declared in pyproject.toml; used only when xrm runs without its metadata (not installed)."""
 
 _FIELD_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -87,16 +96,33 @@ class WorkflowAction:
 
 @dataclass(frozen=True)
 class WorkflowTrigger:
-    """An event a workflow can start on (xrm_workflow_triggers)."""
+    """An event a workflow can start on (xrm_workflow_triggers).
+
+    The automations engine acts on it the same way for built-in and plugin triggers: an
+    outbox event (xrm.events.emit) whose topic is one of `topics`, on an automation's entity,
+    starts that automation when `match(parameters, payload)` holds.
+    """
 
     name: str
+    """Unique identifier, the automation's ``trigger.on``, e.g. "inbound_email"."""
     label: Mapping[str, str]
+    """{"en": ..., "de": ...}"""
     description: str = ""
+    topics: Sequence[str] = ()
+    """Outbox topics that fire it (e.g. ["inbound_email.received"]). Empty: not fired by events
+    (the built-in date and schedule triggers, which the engine scans for)."""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    """JSON Schema of its parameters: the keys of an automation's ``trigger`` object besides ``on``
+    (checked when the automation is saved, problems at ``/trigger/...``). Keys its ``properties``
+    do not name are refused unless it says ``"additionalProperties": true``."""
+    match: Callable[[Mapping[str, Any], Mapping[str, Any]], bool] | None = None
+    """match(parameters, payload) -> whether an event of its topics starts this automation
+    (None: every event does). Called by the dispatcher; an exception becomes a dead job naming it."""
 
 
 @dataclass(frozen=True)
 class RelationshipType:
-    """A kind of link between records (xrm_relationship_types)."""
+    """A kind of link between records (xrm_relationship_types); the relationships plugin makes it a connection role."""
 
     name: str
     label: Mapping[str, str]
@@ -105,6 +131,34 @@ class RelationshipType:
     target: str | None = None
     inverse_label: Mapping[str, str] | None = None
     description: str = ""
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """Something `?expand=<name>` adds to every record of a page, besides reference fields (xrm_record_expansions)."""
+
+    name: str
+    """The expand name; the value lands in each record as "<name>_expanded"."""
+    load: Callable[..., Any]
+    """load(service=RecordService of the page's entity and principal, ids=[record ids of the page]) -> {id: value}
+    (may be a coroutine function). One call per page, so it must read all ids at once, never per record."""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ImportTarget:
+    """Something `xrm import NAME FILE` (and the API, and the wizard) can import that is not an entity (xrm_import_targets)."""
+
+    name: str
+    """What takes the place of the entity name, e.g. "_connections" or "project.members"."""
+    label: Mapping[str, str]
+    """{"en": ..., "de": ...}, shown by the import wizard."""
+    columns: Mapping[str, Mapping[str, str]]
+    """The columns the file may have: name -> label {"en", "de"} (the wizard's mapping choices)."""
+    run: Callable[..., Any]
+    """run(db=, registry=, source=, principal=, policy=, options=ImportOptions) -> ImportReport (may be a coroutine function)."""
+    entity: str | None = None
+    """The entity whose import page offers it (None: every entity's)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +267,49 @@ class PluginManager(pluggy.PluginManager):
             return vocabulary
 
         return self.cached("definition_vocabulary", collect)
+
+    def expansions(self, entity: str, registry: Any) -> dict[str, Expansion]:
+        """What plugins offer to `?expand=` on `entity`, by name (the first plugin wins a name)."""
+        found: dict[str, Expansion] = {}
+        for _, result in self.each("xrm_record_expansions", entity=entity, registry=registry):
+            for item in result or []:
+                found.setdefault(item.name, item)
+        return found
+
+    def import_targets(self, registry: Any) -> dict[str, ImportTarget]:
+        """What plugins offer to import besides entities, by name (the first plugin wins a name)."""
+        found: dict[str, ImportTarget] = {}
+        for _, result in self.each("xrm_import_targets", registry=registry):
+            for item in result or []:
+                found.setdefault(item.name, item)
+        return found
+
+    def workflow_triggers(self) -> dict[str, WorkflowTrigger]:
+        """Every workflow trigger by name (xrm_workflow_triggers); a name declared twice is a PluginError naming both."""
+
+        def collect() -> dict[str, WorkflowTrigger]:
+            from jsonschema import Draft202012Validator
+            from jsonschema.exceptions import SchemaError
+
+            triggers: dict[str, WorkflowTrigger] = {}
+            owners: dict[str, str] = {}
+            for plugin_name, result in self.each("xrm_workflow_triggers"):
+                for trigger in result or []:
+                    if not isinstance(trigger, WorkflowTrigger):
+                        raise PluginError(f"plugin {plugin_name!r}: xrm_workflow_triggers returned {trigger!r}, not a WorkflowTrigger")
+                    try:
+                        Draft202012Validator.check_schema(dict(trigger.parameters or {}))
+                    except SchemaError as error:
+                        raise PluginError(f"plugin {plugin_name!r}: workflow trigger {trigger.name!r} has parameters that are not "
+                                          f"a JSON Schema: {error.message}") from None
+                    if trigger.name in owners:
+                        raise PluginError(f"workflow trigger {trigger.name!r} is declared by two plugins: {owners[trigger.name]!r} "
+                                          f"and {plugin_name!r}; disable one (XRM_DISABLE_PLUGINS)")
+                    owners[trigger.name] = plugin_name
+                    triggers[trigger.name] = trigger
+            return triggers
+
+        return self.cached("workflow_triggers", collect)
 
     def routes(self, hook_name: str) -> list[Any]:
         """Route handlers of xrm_api_routes or xrm_ui_routes, every plugin's."""

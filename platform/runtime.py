@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,14 @@ class Platform:
     def security(self, actor: Principal = SYSTEM_PRINCIPAL) -> SecurityService:
         """Roles, teams, shares and the explainer; changes reload self.policy."""
         return SecurityService(self.db, self.policy, self.registry, actor)
+
+    async def emit(self, topic: str, payload: Mapping[str, Any] | None = None, *, entity: str | None = None,
+                   record_id: Any = None, principal: Principal | None = None) -> int:
+        """Write an outbox event (xrm.events.emit): in the transaction open in this task, else committed at once."""
+        from .events import emit
+
+        async with self.db.connection() as connection:
+            return await emit(connection, topic, payload, entity=entity, record_id=record_id, principal=principal)
 
     async def load_schema_folder(self) -> tuple[Plan | None, str | None]:
         """Apply entity_schemas/*.json and the plugins' definitions (xrm_entity_definitions) at start, unless destructive.

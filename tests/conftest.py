@@ -26,6 +26,9 @@ from xrm.db.database import Database, bootstrap_system_schema
 from xrm.registry import Registry
 
 ROOT = Path(__file__).resolve().parent.parent
+# The assistant's index follower (xrm.assistant.plugin) would embed every record the
+# tests create, in every app they start; the tests of the index turn it on themselves.
+os.environ.setdefault("XRM_ASSISTANT_INDEX", "false")
 TEMPLATE = "xrm_test_template"
 _counter = itertools.count()
 

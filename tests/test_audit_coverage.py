@@ -936,6 +936,11 @@ def _ui_recipes() -> dict[tuple[str, str], Callable[..., Call]]:
     def retry_job(ui: Ui) -> Call:
         return Call("POST", "/admin/jobs/retry", data={"job": str(ui.dead_job())})
 
+    @recipe("/notifications/dismiss")
+    def dismiss_notification(ui: Ui) -> Call:
+        note = ui.sql_val("INSERT INTO xrm_sys.notification (user_id, title) VALUES ($1, 'audit coverage') RETURNING id", ui.actor_id)
+        return Call("POST", "/notifications/dismiss", data={"id": str(note)})
+
     # -- the entity designer: its one POST, with the button that changes something (apply) ----------------------
     @recipe("/admin/designer/draft")
     def designer_apply(ui: Ui) -> Call:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import email
+import email.policy
 import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +35,7 @@ from conftest import ROOT, bearer, log_in, make_user, ok, problem
 from xrm.auth import UserService
 from xrm.builtins.automations.engine import Worker
 from xrm.db.database import Database
-from xrm.plugins import WorkflowAction, get_plugin_manager, hookimpl
+from xrm.plugins import WorkflowAction, WorkflowTrigger, get_plugin_manager, hookimpl
 from xrm.registry import Registry
 from xrm.runtime import Platform
 from xrm.security.model import SecurityService
@@ -152,20 +155,125 @@ async def test_updated_trigger_with_changed_fields_and_a_condition(env: Env) -> 
     assert len(await env.jobs()) == 1
 
 
-async def test_transition_trigger(env: Env) -> None:
-    await env.define(lead_with({
+async def test_transition_trigger_runs_on_a_transition_taken_through_the_state_machine(env: Env) -> None:
+    from xrm.builtins.statemachine import taking
+    from xrm.errors import Veto
+
+    machine = {"field": "status", "initial": "new", "transitions": [
+        {"name": "contact", "from": "new", "to": "contacted", "label": {"en": "Contact", "de": "Kontaktieren"}},
+        {"name": "qualify", "from": "contacted", "to": "qualified", "label": {"en": "Qualify", "de": "Qualifizieren"}},
+        {"name": "fast_track", "from": "new", "to": "qualified", "label": {"en": "Fast track", "de": "Abkürzung"}, "roles": ["nobody"]}]}
+    document = lead_with({
         "name": "on_qualify", "run_as": "boss", "trigger": {"on": "transition", "transition": "qualify", "to": "qualified"},
         "actions": [{"type": "create_related", "entity": "task", "values": {"title": "Send offer to {{ record.name }}"}, "link_field": "lead"}],
-    }), TASK)
-    lead = await (await env.records("lead")).create({"name": "Cy"})
-    async with env.db.connection() as connection:
-        for transition, to in (("contact", "contacted"), ("qualify", "qualified")):
-            await connection.execute(
-                "INSERT INTO xrm_sys.outbox (topic, entity, record_id, payload) VALUES ('workflow.transition', 'lead', $1, $2)",
-                lead["id"], {"field": "status", "transition": transition, "from": "new", "to": to, "version": 2},
-            )
+    })
+    document["x-xrm"]["state_machine"] = machine
+    await env.define(document, TASK)
+    leads = await env.records("lead")
+    lead = await leads.create({"name": "Cy", "status": "new"})
+    with pytest.raises(Veto):  # guarded: boss lacks the role, nothing is taken
+        with taking("lead", lead["id"], "fast_track"):
+            await leads.update(lead["id"], {"status": "qualified"})
+    for transition, to in (("contact", "contacted"), ("qualify", "qualified")):
+        with taking("lead", lead["id"], transition):
+            await leads.update(lead["id"], {"status": to})
     await env.worker.run_until_idle()
     assert [t["title"] for t in (await (await env.records("task")).list()).records] == ["Send offer to Cy"]
+    taken = await env.fetch("SELECT id, payload FROM xrm_sys.outbox WHERE topic = 'workflow.transition' ORDER BY id")
+    assert [e["payload"]["transition"] for e in taken] == ["contact", "qualify"]
+    [job] = await env.jobs()
+    assert job["state"] == "done" and job["idempotency_key"] == f"{taken[1]['id']}:def:lead:on_qualify:0"
+
+
+class InboxPlugin:
+    """Declares a workflow trigger fired by its own outbox events, as a mail-inbox plugin would."""
+
+    @hookimpl
+    def xrm_workflow_triggers(self) -> list[WorkflowTrigger]:
+        def subject_matches(parameters: dict[str, Any], payload: dict[str, Any]) -> bool:
+            return parameters.get("subject_contains", "").lower() in str(payload.get("subject", "")).lower()
+
+        return [WorkflowTrigger(
+            "inbound_email", {"en": "E-mail received", "de": "E-Mail eingegangen"}, "an e-mail from the record arrived",
+            topics=["inbound_email.received"], match=subject_matches,
+            parameters={"type": "object", "additionalProperties": False,
+                        "properties": {"subject_contains": {"type": "string", "minLength": 1}}},
+        )]
+
+
+@pytest.fixture
+def inbox_plugin() -> Iterator[None]:
+    manager = get_plugin_manager()
+    manager.register(InboxPlugin(), name="inbox-test-plugin")
+    try:
+        yield
+    finally:
+        manager.unregister(name="inbox-test-plugin")
+
+
+async def test_a_plugin_trigger_fired_by_its_outbox_event_runs_the_automation_once(env: Env, inbox_plugin: None) -> None:
+    await env.define(lead_with({
+        "name": "on_offer_mail", "run_as": "boss", "trigger": {"on": "inbound_email", "subject_contains": "offer"},
+        "actions": [{"type": "create_related", "entity": "task", "values": {"title": "Answer {{ record.name }}: {{ event.payload.subject }}"},
+                     "link_field": "lead"}],
+    }), TASK)
+    lead = await (await env.records("lead")).create({"name": "Kim"})
+    other = await (await env.records("lead")).create({"name": "Lou"})
+    boss = await env.platform.security().principal_for_user("boss")
+    fired = await env.platform.emit("inbound_email.received", {"subject": "Your OFFER, please"}, entity="lead", record_id=lead["id"],
+                                    principal=boss)
+    await env.platform.emit("inbound_email.received", {"subject": "Hello"}, entity="lead", record_id=other["id"])  # no match
+    await env.platform.emit("inbound_email.sent", {"subject": "offer"}, entity="lead", record_id=other["id"])  # another topic
+    await env.worker.run_until_idle()
+    await env.worker.run_until_idle()
+    tasks = (await (await env.records("task")).list()).records
+    assert [(t["title"], str(t["lead"])) for t in tasks] == [("Answer Kim: Your OFFER, please", str(lead["id"]))]
+    [job] = await env.jobs()  # the same queue, key and log as the built-in triggers
+    assert job["state"] == "done" and job["idempotency_key"] == f"{fired}:def:lead:on_offer_mail:0"
+    assert job["payload"]["event"]["topic"] == "inbound_email.received"
+
+
+async def test_a_plugin_triggers_parameters_are_checked_and_unknown_triggers_refused(env: Env, inbox_plugin: None) -> None:
+    from xrm.builtins.automations.store import AutomationStore
+    from xrm.errors import ValidationFailed
+
+    store = AutomationStore(env.platform, await env.platform.security().principal_for_user("boss"))
+    body = {"name": "mail", "entity": "lead", "run_as": "boss", "actions": [{"type": "set_fields", "values": {"note": "mail"}}]}
+    for trigger, expected in (
+        ({"on": "inbound_email", "subject_contains": 5}, ("/trigger/subject_contains", "5 is not of type 'string'")),
+        ({"on": "inbound_email", "sender": "x"}, ("/trigger/sender", "does not apply to the trigger 'inbound_email'")),
+        ({"on": "inbound_mail"}, ("/trigger/on", "unknown trigger 'inbound_mail'; known: created, date, inbound_email, ")),
+    ):
+        with pytest.raises(ValidationFailed) as error:
+            await store.create({**body, "trigger": trigger})
+        [(pointer, message)] = [(p.pointer, p.message) for p in error.value.problems]
+        assert pointer == expected[0] and message.startswith(expected[1]), message
+    await store.create({**body, "trigger": {"on": "inbound_email"}})
+    with pytest.raises(ValidationFailed):  # bad topics are refused before anything is written
+        await env.platform.emit("Inbound Email", {})
+    assert await env.fetchval("SELECT count(*) FROM xrm_sys.outbox WHERE topic ILIKE 'inbound%'") == 0
+
+
+def test_a_trigger_declared_twice_or_with_a_broken_parameter_schema_is_a_plugin_error() -> None:
+    from xrm.plugins import PluginError, PluginManager
+
+    class Declaring:
+        def __init__(self, name: str, parameters: dict[str, Any]) -> None:
+            self.trigger = WorkflowTrigger(name, {"en": name, "de": name}, topics=["x.happened"], parameters=parameters)
+
+        @hookimpl
+        def xrm_workflow_triggers(self) -> list[WorkflowTrigger]:
+            return [self.trigger]
+
+    manager = PluginManager()
+    manager.register(Declaring("inbound_email", {}), name="first")
+    manager.register(Declaring("inbound_email", {}), name="second")
+    with pytest.raises(PluginError, match="'inbound_email' is declared by two plugins: 'first' and 'second'"):
+        manager.workflow_triggers()
+    manager = PluginManager()
+    manager.register(Declaring("odd", {"type": "nope"}), name="odd-plugin")
+    with pytest.raises(PluginError, match="plugin 'odd-plugin': workflow trigger 'odd' has parameters that are not a JSON Schema"):
+        manager.workflow_triggers()
 
 
 async def test_date_reached_trigger(env: Env) -> None:
@@ -453,11 +561,42 @@ async def test_actions_run_as_the_declared_user_with_their_permissions(env: Env)
     assert (await (await env.records("lead")).get(lead["id"]))["note"] is None
 
 
+async def test_an_automation_run_as_the_owner_acts_with_each_owners_rights(env: Env) -> None:
+    security = env.platform.security()
+    await security.create_role("lead_owner")
+    for action in ("create", "read", "update"):
+        await security.grant("lead_owner", "lead", action, "own")
+    await UserService(env.db).create_user("ann", "a-long-password", ["lead_owner"])
+    await UserService(env.db).create_user("viewer", "a-long-password", ["service"])
+    await env.platform.policy.load(env.db)
+    await env.define(lead_with({"name": "mine", "run_as": "@owner", "trigger": {"on": "created"},
+                                "actions": [{"type": "set_fields", "values": {"note": "hello {{ user.name }}"}}]}))
+    ann_lead = await (await env.records("lead", "ann")).create({"name": "Ann's"})
+    boss_lead = await (await env.records("lead")).create({"name": "Boss's"})
+    viewers = await (await env.records("lead")).create({"name": "Viewer's"})
+    await security.assign("lead", viewers["id"], user="viewer")  # before the dispatcher runs: the owner as it is then
+    await env.worker.run_until_idle()
+    leads = await env.records("lead")
+    assert (await leads.get(ann_lead["id"]))["note"] == "hello ann" and (await leads.get(boss_lead["id"]))["note"] == "hello boss"
+    assert await env.fetchval("SELECT principal_name FROM xrm_sys.audit_log WHERE record_id = $1 AND action = 'record.updated'",
+                              ann_lead["id"]) == "ann"
+    # An owner whose role may not read the record gets a failed job, not the record.
+    failed = [j for j in await env.jobs() if j["payload"]["run_as"] == "viewer"]
+    assert [j["state"] for j in failed] == ["failed"] and "None of your roles allows read on lead" in failed[0]["last_error"]
+    assert (await leads.get(viewers["id"]))["note"] is None
+    from xrm.builtins.automations.store import AutomationStore
+
+    store = AutomationStore(env.platform, await env.platform.security().principal_for_user("boss"))
+    created = await store.create({"name": "mine2", "entity": "lead", "run_as": "@owner", "trigger": {"on": "created"},
+                                  "actions": [{"type": "notify", "title": "New lead {{ record.name }}"}]})
+    assert created["run_as"] == "@owner"
+
+
 # -- crash recovery -----------------------------------------------------------------------
 WORKER_SCRIPT = textwrap.dedent("""
     import asyncio, os, sys, time
     from pathlib import Path
-    from xrm.plugins import WorkflowAction, get_plugin_manager, hookimpl
+    from xrm.plugins import WorkflowAction, WorkflowTrigger, get_plugin_manager, hookimpl
 
     class Slow:
         @hookimpl
@@ -628,3 +767,243 @@ def test_admin_pages_create_and_toggle_automations_and_show_the_job_log(ui: Any,
     log_in(ui, "clerk")
     assert ui.get("/admin/automations").status_code == 403
     assert 'href="/admin/automations"' not in ui.get("/").text
+
+
+# -- the CRM pack's activity reminders (plugins/builtins/crm/definitions/activity.json) -------------
+@pytest.fixture
+async def crm_env(db: Database, tmp_path: Path, smtp_server: tuple[int, Mailbox]) -> AsyncIterator[Env]:
+    """The shipped entities and the CRM pack as `xrm serve` applies them, with mail to a real SMTP server."""
+    from xrm.builtins.crm import DEFINITIONS
+    from xrm.schema.files import load_documents
+
+    settings = Settings(data_dir=tmp_path, database_url=db.admin_uri, schema_dir=tmp_path, secret_key=None,
+                        smtp_host="127.0.0.1", smtp_port=smtp_server[0], smtp_from="crm@example.org")
+    platform = Platform(settings, db, await Registry().load(db), await RolePolicy().load(db))
+    await UserService(db).create_user("boss", "a-long-password", ["admin"])
+    environment = Env(platform)
+    await environment.define(*[document for _, document in load_documents(ROOT / "entity_schemas")], *DEFINITIONS)
+    yield environment
+
+
+async def test_an_activity_reminds_its_owner_once_at_the_reminder_time(crm_env: Env, smtp_server: tuple[int, Mailbox]) -> None:
+    env, (_, mailbox) = crm_env, smtp_server
+    security = env.platform.security()
+    await security.create_role("planner")
+    await security.grant("planner", "activity", "read", "team")
+    users = UserService(env.db)
+    for name, language in (("alice", "de"), ("bob", "en"), ("carol", "en"), ("dan", None)):
+        await users.create_user(name, "a-long-password", ["planner"], email=f"{name}@example.org")
+        if language:
+            async with env.db.connection() as connection:
+                await connection.execute("UPDATE xrm_sys.app_user SET language = $2 WHERE name = $1", name, language)
+    await security.create_team("Support")
+    for name in ("carol", "dan"):
+        await security.add_member("Support", name)
+    await env.platform.policy.load(env.db)
+    activities = await env.records("activity")
+    now = dt.datetime.now(dt.timezone.utc)
+
+    async def activity(subject: str, reminder: dt.datetime, *, user: str | None = None, team: str | None = None,
+                       done: bool = False) -> dict[str, Any]:
+        created = await activities.create({"kind": "call", "subject": subject, "reminder": reminder.isoformat(), "done": done})
+        await security.assign("activity", created["id"], user=user, team=team)
+        return created
+
+    # Seconds ahead, with room for a slow machine: the first dispatch must come before the reminder time.
+    at = now + dt.timedelta(seconds=4)
+    soon = await activity("Call Müller", at, user="alice")
+    await activity("Already done", now - dt.timedelta(minutes=1), user="bob", done=True)
+    await activity("Team call", now - dt.timedelta(minutes=1), team="Support")
+    tomorrow = await activity("Tomorrow", now + dt.timedelta(days=1), user="bob")
+    finished_in_time = await activity("Done before the reminder", at, user="bob")
+    await activities.update(finished_in_time["id"], {"done": True})
+
+    async def until(moment: dt.datetime) -> None:
+        await asyncio.sleep(max(0.0, (moment - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 0.3)
+
+    def sent() -> list[tuple[list[str], str]]:
+        """(recipients, "Subject: ...\n" + body) of each mail received, decoded."""
+        parsed = [(m.rcpt_tos, email.message_from_bytes(m.content, policy=email.policy.default)) for m in mailbox.messages]
+        return [(to, f"Subject: {message['subject']}\n{message.get_content()}") for to, message in parsed]
+
+    await env.worker.run_until_idle()
+    # Due already: each member of the owning team, once; the done activity and the future ones not (yet).
+    assert sorted(to for to, _ in sent()) == [["carol@example.org"], ["dan@example.org"]]
+    assert all("Subject: Reminder: Team call" in text for _, text in sent())
+    await until(at)
+    await env.worker.run_until_idle()
+    await env.worker.run_until_idle()
+    assert len(sent()) == 3
+    to, text = sent()[2]
+    assert to == ["alice@example.org"] and "Subject: Erinnerung: Call Müller" in text
+    assert "Erinnerung an Ihre Aktivität „Call Müller“." in text and f"/e/activity/{soon['id']}" in text
+
+    # Changing the reminder re-arms it (a new time is a new reminder); nothing else is sent again.
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=4)
+    await activities.update(soon["id"], {"reminder": later.isoformat()})
+    await activities.update(tomorrow["id"], {"reminder": later.isoformat()})
+    await env.worker.run_until_idle()
+    assert len(sent()) == 3
+    await until(later)
+    await env.worker.run_until_idle()
+    await env.worker.run_until_idle()
+    assert sorted(to[0] for to, _ in sent()[3:]) == ["alice@example.org", "bob@example.org"]
+    assert "Subject: Reminder: Tomorrow" in [text for to, text in sent() if to == ["bob@example.org"]][0]
+    assert all(j["state"] == "done" for j in await env.jobs())
+    assert "done before" not in " ".join(text.lower() for _, text in sent())
+    # The jobs ran as the owners, through the one door: each job's run-as user is the one it mailed.
+    runs = sorted((j["payload"]["run_as"], j["payload"]["action"]["type"]) for j in await env.jobs() if j["kind"] == "action")
+    assert runs == sorted([(user, action) for user in ("alice", "alice", "bob", "carol", "dan") for action in ("send_email", "notify")])
+    # And each reminder is an in-app notification of the same user (shown on /notifications until dismissed).
+    notes = await env.fetch("SELECT u.name, n.title, n.record_id FROM xrm_sys.notification n JOIN xrm_sys.app_user u ON u.id = n.user_id "
+                            "ORDER BY u.name, n.id")
+    assert [(n["name"], n["title"]) for n in notes] == [
+        ("alice", "Erinnerung: Call Müller"), ("alice", "Erinnerung: Call Müller"), ("bob", "Reminder: Tomorrow"),
+        ("carol", "Reminder: Team call"), ("dan", "Reminder: Team call")]
+    assert notes[0]["record_id"] == soon["id"]
+
+
+@pytest.fixture
+def quiet_ui(database_uri: str, tmp_path: Path) -> Iterator[Any]:
+    """The web app (shipped entities) without its in-process worker: the test runs the jobs itself, with a short backoff."""
+    from litestar.testing import TestClient
+
+    from xrm.app import create_app
+
+    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None, worker=False)
+    with TestClient(app=create_app(settings), base_url="https://testserver.local") as client:
+        yield client
+
+
+def _job_rows(html: str) -> dict[str, str]:
+    """The job log's rows by automation name: the row's text, tags removed and spaces collapsed."""
+    rows = {}
+    for row in re.findall(r'<tr id="job-\d+".*?</tr>', html, flags=re.DOTALL):
+        text = " ".join(re.sub(r"<[^>]+>", " ", row).split())
+        name = re.search(r"def:account:(\w+)|db:(\w+)", row)
+        assert name, row
+        rows[name.group(1) or name.group(2)] = text
+    return rows
+
+
+def test_the_job_log_shows_real_jobs_with_outcome_attempts_and_errors(quiet_ui: Any) -> None:
+    ui = quiet_ui
+    make_user(ui, "admin", ["admin"])
+    token = log_in(ui, "admin")
+    flaky, broken = Receiver([503]), Receiver([500] * 10)
+    try:
+        platform = ui.app.state.platform
+        from xrm.builtins.automations.store import AutomationStore
+
+        async def setup() -> None:
+            store = AutomationStore(platform, await platform.security().principal_for_user("admin"))
+            for name, action in (("stamp", {"type": "set_fields", "values": {"website": "https://example.org"}}),
+                                 ("flaky", {"type": "webhook", "url": flaky.url, "max_attempts": 3}),
+                                 ("broken", {"type": "webhook", "url": broken.url, "max_attempts": 2})):
+                await store.create({"name": name, "entity": "account", "run_as": "admin", "trigger": {"on": "created"}, "actions": [action]})
+            principal = await platform.security().principal_for_user("admin")
+            from xrm.records.service import RecordService
+
+            await RecordService(platform.db, platform.registry, "account", principal, platform.policy).create({"name": "ACME"})
+            worker = Worker(platform, name="log-worker", backoff_seconds=0.05, poll_seconds=0.05)
+            for _ in range(100):
+                await worker.run_until_idle()
+                async with platform.db.connection() as connection:
+                    if not await connection.fetchval("SELECT count(*) FROM xrm_sys.job WHERE state IN ('queued', 'failed', 'running')"):
+                        return
+                await asyncio.sleep(0.03)
+
+        ui.blocking_portal.call(setup)
+        page = ui.get("/admin/jobs")
+        assert page.status_code == 200
+        rows = _job_rows(page.text)
+        assert set(rows) == {"stamp", "flaky", "broken"}
+        assert "done" in rows["stamp"] and "1 / 5" in rows["stamp"] and "Retry" not in rows["stamp"]
+        assert "done" in rows["flaky"] and "2 / 3" in rows["flaky"]  # retried after the 503, then 200
+        assert "An earlier attempt failed: webhook answered HTTP 503" in rows["flaky"] and '{"status": 200}' in rows["flaky"].replace("&#34;", '"')
+        assert "dead" in rows["broken"] and "2 / 2" in rows["broken"] and "webhook answered HTTP 500" in rows["broken"]
+        assert "Retry" in rows["broken"] and len(broken.calls) == 2
+        assert set(_job_rows(ui.get("/admin/jobs?state=dead").text)) == {"broken"}
+        # An admin retries the dead job from the page: queued again, attempts start over.
+        broken_id = re.search(r'<tr id="job-(\d+)"[^>]*class="job-dead"', page.text).group(1)  # type: ignore[union-attr]
+        retried = ui.post("/admin/jobs/retry", data={"csrf_token": token, "job": broken_id})
+        assert retried.status_code == 200 and f"Job {broken_id} queued again." in retried.text
+        assert "queued" in _job_rows(retried.text)["broken"] and "0 / 2" in _job_rows(retried.text)["broken"]
+        # The same log in German.
+        ui.post("/language", data={"csrf_token": token, "language": "de", "next": "/"})
+        german = ui.get("/admin/jobs").text
+        rows = _job_rows(german)
+        assert "Auftragsprotokoll" in german and "Versuche" in german and "Ergebnis" in german
+        assert "erledigt" in rows["stamp"] and "eingereiht" in rows["broken"]
+        assert "Ein früherer Versuch schlug fehl: webhook answered HTTP 503" in rows["flaky"]
+        assert '<option value="dead">aufgegeben</option>' in german
+    finally:
+        flaky.close()
+        broken.close()
+
+
+def test_a_users_e_mail_address_is_set_from_the_command_line(xrm_cli: Any, database_uri: str) -> None:
+    xrm_cli("user", "create", "ada", "--password", "a-long-password", "--email", "ada@example.org")
+    assert "not an e-mail address" in xrm_cli("user", "email", "ada", "ada at example", code=1)
+    assert "No user named 'nobody'" in xrm_cli("user", "email", "nobody", "x@example.org", code=1)
+
+    async def address() -> Any:
+        connection = await __import__("asyncpg").connect(database_uri)
+        try:
+            return await connection.fetchval("SELECT email FROM xrm_sys.app_user WHERE name = 'ada'")
+        finally:
+            await connection.close()
+
+    assert asyncio.run(address()) == "ada@example.org"
+    xrm_cli("user", "email", "ada", "ada.lovelace@example.org")
+    assert asyncio.run(address()) == "ada.lovelace@example.org"
+    xrm_cli("user", "email", "ada")
+    assert asyncio.run(address()) is None
+
+
+def test_a_reminder_is_listed_under_notifications_until_its_user_dismisses_it(quiet_ui: Any) -> None:
+    ui = quiet_ui
+    platform = ui.app.state.platform
+
+    async def setup() -> str:
+        users = UserService(platform.db)
+        security = platform.security()
+        await security.create_role("planner")
+        await security.grant("planner", "activity", "read", "own")
+        for name in ("alice", "bob"):
+            await users.create_user(name, "a-long-password", ["planner"], email=f"{name}@example.org")
+        await platform.policy.load(platform.db)
+        from xrm.records.principal import SYSTEM_PRINCIPAL
+        from xrm.records.service import RecordService
+
+        activities = RecordService(platform.db, platform.registry, "activity", SYSTEM_PRINCIPAL, platform.policy)
+        past = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)).isoformat()
+        created = await activities.create({"kind": "call", "subject": "Call Müller", "reminder": past})
+        await security.assign("activity", created["id"], user="alice")
+        await activities.create({"kind": "call", "subject": "Done already", "reminder": past, "done": True})
+        await Worker(platform, name="ui-worker", poll_seconds=0.05, backoff_seconds=60).run_until_idle()
+        return str(created["id"])
+
+    activity_id = ui.blocking_portal.call(setup)
+    token = log_in(ui, "alice")
+    home = ui.get("/").text
+    assert 'href="/notifications"' in home and 'href="/admin/automations"' not in home
+    page = ui.get("/notifications").text
+    assert page.count('id="notification-') == 1
+    assert f'<a href="/e/activity/{activity_id}">Reminder: Call Müller</a>' in page and "Done already" not in page
+    note_id = re.search(r'id="notification-(\d+)"', page).group(1)  # type: ignore[union-attr]
+    # Another user cannot dismiss it (nor see it).
+    ui.cookies.clear()
+    bob = log_in(ui, "bob")
+    assert 'id="no-notifications"' in ui.get("/notifications").text
+    refused = ui.post("/notifications/dismiss", data={"csrf_token": bob, "id": note_id})
+    assert refused.status_code == 404 and "No such notification" in refused.text
+    assert ui.post("/notifications/dismiss", data={"csrf_token": "forged", "id": note_id}).status_code == 403
+    ui.cookies.clear()
+    token = log_in(ui, "alice")
+    ui.post("/language", data={"csrf_token": token, "language": "de", "next": "/"})
+    german = ui.get("/notifications").text
+    assert "Benachrichtigungen" in german and "Ausblenden" in german and "Reminder: Call Müller" in german
+    dismissed = ui.post("/notifications/dismiss", data={"csrf_token": token, "id": note_id})
+    assert dismissed.status_code == 200 and "1 Benachrichtigung ausgeblendet." in dismissed.text
+    assert "Keine Benachrichtigungen." in dismissed.text and 'id="notification-' not in ui.get("/notifications").text

@@ -91,7 +91,7 @@ def test_invalid_definition_file_reports_pointer_without_traceback(cli: CliRunne
 def test_demo_loads_records_once(cli: CliRunner) -> None:
     first = cli.invoke(main, ["demo"])
     assert first.exit_code == 0, first.output
-    assert "account: 8 demo records created" in first.output
+    assert "account: 33 demo records created" in first.output  # 8 well-known and 25 generated (--size small)
     second = cli.invoke(main, ["demo"])
     assert "already has records" in second.output
 

@@ -3,6 +3,7 @@ state machine, campaign members from a saved view, and the UI's convert button."
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,7 +12,7 @@ from conftest import bearer, csrf, log_in, make_user, ok, problem
 from xrm.errors import Veto
 from xrm.plugins import get_plugin_manager, hookimpl
 
-ENTITIES = ("lead", "activity", "ticket", "campaign", "campaign_member", "product", "price_list", "price_list_item")
+ENTITIES = ("lead", "activity", "ticket", "campaign", "campaign_member", "campaign_response", "product", "price_list", "price_list_item")
 
 
 def _admin(api: Any) -> dict[str, str]:
@@ -234,10 +235,13 @@ async def _create_lead(client: Any) -> dict[str, Any]:
 
 
 def test_the_demo_loads_the_pack(xrm_cli: Any, database_uri: str) -> None:
+    from xrm.demo.loader import demo_records
+
     output = xrm_cli("demo")
-    for entity, count in (("lead", 5), ("activity", 5), ("ticket", 4), ("campaign", 2), ("campaign_member", 4), ("product", 4),
-                          ("price_list", 2), ("price_list_item", 6)):
-        assert f"{entity}: {count} demo records created" in output
+    data = demo_records()  # the defaults of `xrm demo`: seed 1, size small
+    for entity in ("lead", "activity", "ticket", "campaign", "campaign_member", "campaign_response", "product", "price_list",
+                   "price_list_item"):
+        assert f"{entity}: {len(data[entity])} demo records created" in output
     assert "lead: already has records" in xrm_cli("demo")
 
     import asyncio
@@ -248,7 +252,7 @@ def test_the_demo_loads_the_pack(xrm_cli: Any, database_uri: str) -> None:
         connection = await asyncpg.connect(database_uri)
         try:
             lead = await connection.fetchrow(
-                "SELECT l.status, a.name AS account, d.title AS deal FROM lead l JOIN account a ON a.id = l.converted_account "
+                "SELECT l.status, a.name AS account, d.title AS deal, d.stage FROM lead l JOIN account a ON a.id = l.converted_account "
                 "JOIN deal d ON d.id = l.converted_deal WHERE l.name = 'Lena Fischer'")
             tickets = await connection.fetch("SELECT subject, status, sla_response_due IS NOT NULL AS sla, first_response_at IS NOT NULL AS answered "
                                              "FROM ticket ORDER BY subject")
@@ -257,9 +261,13 @@ def test_the_demo_loads_the_pack(xrm_cli: Any, database_uri: str) -> None:
             await connection.close()
 
     lead, tickets = asyncio.run(read())
-    assert tuple(lead) == ("converted", "Schneider & Söhne KG", "Schneider Fertigungsanlage")
-    assert {t["subject"]: t["status"] for t in tickets}["Invoice address wrong"] == "resolved"
-    assert all(t["sla"] for t in tickets) and sum(t["answered"] for t in tickets) == 3
+    # Converted by the real conversion, then moved along the pipeline to negotiation.
+    assert tuple(lead) == ("converted", "Schneider & Söhne KG", "Schneider Fertigungsanlage", "negotiation")
+    known = {t["subject"]: t for t in tickets}
+    assert known["Invoice address wrong"]["status"] == "resolved" and known["Dashboard loads slowly"]["status"] == "waiting"
+    assert known["VPN-Zugang für neue Mitarbeiter"]["status"] == "new" and not known["VPN-Zugang für neue Mitarbeiter"]["answered"]
+    assert all(t["sla"] for t in tickets)
+    assert sum(t["answered"] for t in tickets) == sum(1 for t in data["ticket"] if t.get("_then"))  # every ticket that left "new"
 
 
 def test_the_campaign_panel_adds_the_segment_as_members(ui: Any, ui_admin: str) -> None:
@@ -294,3 +302,52 @@ def test_the_campaign_panel_adds_the_segment_as_members(ui: Any, ui_admin: str) 
         return await RecordService(platform.db, platform.registry, "campaign_member", SYSTEM_PRINCIPAL).count(where={"campaign": campaign})
 
     assert ui.blocking_portal.call(members) == 2
+
+
+# -- campaign responses ------------------------------------------------------------------
+def test_campaign_responses_are_counted_per_kind_with_the_response_rate_and_import_like_any_entity(ui: Any, ui_admin: str) -> None:
+    headers = {"X-CSRF-Token": ui_admin}
+
+    def create(entity: str, **values: Any) -> dict[str, Any]:
+        return ok(ui.post(f"/api/v1/{entity}", headers=headers, json=values), 201)  # type: ignore[no-any-return]
+
+    campaign = create("campaign", name="Sommerfest 2026", status="active")
+    contacts = {name: create("contact", full_name=name, email=f"{name.split()[0].lower()}@example.org")
+                for name in ("Anna Weber", "Ben Koch", "Clara Hahn", "Dora Wolf")}
+    members = {name: create("campaign_member", campaign=campaign["id"], contact=c["id"]) for name, c in contacts.items()}
+    page = ui.get(f"/e/campaign/{campaign['id']}").text
+    assert "No responses yet." in page and "Response rate: 0.0% (0 of 4 members responded)" in page
+    for name, kind, moment, channel in (("Anna Weber", "opened", "2026-06-01T09:00:00Z", "email"),
+                                        ("Anna Weber", "clicked", "2026-06-01T09:05:00Z", "web"),
+                                        ("Anna Weber", "registered", "2026-06-02T10:00:00Z", "web"),
+                                        ("Ben Koch", "opened", "2026-06-03T08:00:00Z", "email"),
+                                        ("Clara Hahn", "unsubscribed", "2026-06-03T08:30:00Z", "email")):
+        create("campaign_response", campaign=campaign["id"], member=members[name]["id"], contact=contacts[name]["id"], kind=kind,
+               responded_at=moment, channel=channel)
+    # A response that is not one of the kinds is refused, naming the field, and nothing is written.
+    refused = problem(ui.post("/api/v1/campaign_response", headers=headers,
+                              json={"campaign": campaign["id"], "kind": "gelesen", "responded_at": "2026-06-04T08:00:00Z"}), 422)
+    assert [e["pointer"] for e in refused["errors"]] == ["/kind"]
+    # Import: references by display value (the campaign's and the contact's name), German column labels; a bad row is reported.
+    imported = ui.post("/api/v1/campaign_response/_import", headers={**headers, "Content-Type": "text/csv"},
+                       content="Kampagne,Kontakt,Reaktion,Zeitpunkt,Kanal\n"
+                               "Sommerfest 2026,Dora Wolf,attended,2026-06-20T18:00:00Z,event\n"
+                               "Sommerfest 2026,Dora Wolf,gelesen,2026-06-20T18:00:00Z,event\n".encode())
+    report = ok(imported)
+    assert (report["created"], report["skipped"]) == (1, 1), report
+    assert [(e["row"], e["field"]) for e in report["errors"]] == [(3, "kind")], report["errors"]
+    listed = ok(ui.get(f"/api/v1/campaign_response?campaign={campaign['id']}&kind=attended&expand=contact"))["records"]
+    assert [r["contact_expanded"]["full_name"] for r in listed] == ["Dora Wolf"]
+    assert len(ok(ui.get(f"/api/v1/campaign_response?campaign={campaign['id']}"))["records"]) == 6
+
+    page = ui.get(f"/e/campaign/{campaign['id']}").text
+    panel = page.split('data-panel="responses"')[1]
+    counts = dict(re.findall(r'<tr data-kind="(\w+)"><td>[^<]+</td><td>(\d+)</td></tr>', panel))
+    assert counts == {"opened": "2", "clicked": "1", "registered": "1", "attended": "1", "unsubscribed": "1"}
+    # Anna, Ben and Dora responded; Clara only unsubscribed: 3 of 4.
+    assert "Response rate: 75.0% (3 of 4 members responded)" in panel
+    assert f'href="/e/campaign_response?campaign={campaign["id"]}"' in panel
+    ui.post("/language", data={"csrf_token": ui_admin, "language": "de", "next": "/"})
+    german = ui.get(f"/e/campaign/{campaign['id']}").text
+    assert "Reaktionen" in german and "<td>Teilgenommen</td>" in german and "<td>Abgemeldet</td>" in german
+    assert "Reaktionsquote: 75,0 % (3 von 4 Teilnehmern haben reagiert)" in german

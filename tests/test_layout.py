@@ -60,3 +60,13 @@ def test_docker_compose_config_is_valid() -> None:
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
         pytest.skip("docker client without the compose plugin")
     subprocess.run(["docker", "compose", "config", "--quiet"], cwd=ROOT, check=True)
+
+
+def test_the_built_in_plugins_fallback_lists_what_pyproject_declares() -> None:
+    """Without installed metadata xrm registers BUILTIN_PLUGINS instead: it must be the same set of plugins."""
+    import tomllib
+
+    from xrm.plugins import BUILTIN_PLUGINS
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["xrm.plugins"]
+    assert BUILTIN_PLUGINS == declared

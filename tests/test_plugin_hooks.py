@@ -249,15 +249,6 @@ def test_declared_relationship_kinds_are_listed(discovered: Any) -> None:
     assert (works_with.source, works_with.target, works_with.label["de"]) == ("contact", "contact", "Arbeitet mit")
 
 
-def test_a_declared_relationship_kind_is_not_acted_on_yet(discovered: Any) -> None:
-    """Today a plugin's kind is listed only: no x-xrm keyword, link or endpoint comes of it."""
-    discovered("kinds", KindsPlugin())
-    declaring = {**SUPPLIER, "x-xrm": {"name": "supplier", "label": {"en": "Supplier"}, "works_with": {"target": "contact"}}}
-    with pytest.raises(DefinitionInvalid) as error:
-        parse_definition(declaring)
-    assert "/x-xrm/works_with" in {p.pointer for p in error.value.problems}
-
-
 def test_declared_workflow_triggers_are_listed(discovered: Any) -> None:
     manager = discovered("kinds", KindsPlugin())
     rows, text = _plugins_list()
@@ -270,14 +261,25 @@ def test_declared_workflow_triggers_are_listed(discovered: Any) -> None:
     assert triggers["inbound_email"].label["de"] == "E-Mail eingegangen"
 
 
-def test_a_declared_workflow_trigger_cannot_start_an_automation_yet(discovered: Any) -> None:
-    """Listed, not acted on: the automations know their own five triggers only."""
-    discovered("kinds", KindsPlugin())
+def test_a_definition_may_start_an_automation_on_a_declared_workflow_trigger(discovered: Any) -> None:
+    """A plugin's trigger is one an automation may use (test_automations.py fires one); unknown names are refused."""
     automation = {"name": "on_mail", "run_as": "admin", "trigger": {"on": "inbound_email"},
                   "actions": [{"type": "set_fields", "values": {"name": "mail"}}]}
-    with pytest.raises(DefinitionInvalid) as error:
-        parse_definition({**SUPPLIER, "x-xrm": {"name": "supplier", "label": {"en": "Supplier"}, "automations": [automation]}})
-    assert any(p.pointer.startswith("/x-xrm/automations/0/trigger") for p in error.value.problems), error.value.problems
+
+    def supplier(trigger: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "properties": {"name": {"type": "string"}},
+                "x-xrm": {"name": "supplier", "label": {"en": "Supplier"}, "automations": [{**automation, "trigger": trigger}]}}
+
+    with pytest.raises(DefinitionInvalid) as error:  # without the plugin, the trigger is unknown
+        parse_definition(supplier({"on": "inbound_email"}))
+    assert [p.pointer for p in error.value.problems] == ["/x-xrm/automations/0/trigger/on"]
+    assert "unknown trigger 'inbound_email'" in error.value.problems[0].message
+    discovered("kinds", KindsPlugin())
+    assert parse_definition(supplier({"on": "inbound_email"})).xrm["automations"][0]["trigger"] == {"on": "inbound_email"}
+    with pytest.raises(DefinitionInvalid) as error:  # it declares no parameters: none are taken
+        parse_definition(supplier({"on": "inbound_email", "folder": "INBOX"}))
+    assert [(p.pointer, p.message) for p in error.value.problems] == [
+        ("/x-xrm/automations/0/trigger/folder", "does not apply to the trigger 'inbound_email'")]
 
 
 def test_declared_assistant_tools_are_collected_and_listed(discovered: Any) -> None:
@@ -517,11 +519,15 @@ HOOK_TESTS: dict[str, tuple[str, ...]] = {
                                   "test_plugin_hooks.py::test_without_the_plugin_its_keyword_is_unknown"),
     "xrm_check_definition": ("test_plugin_hooks.py::test_a_plugin_keyword_is_part_of_the_definition_language",),
     "xrm_relationship_types": ("test_plugin_hooks.py::test_declared_relationship_kinds_are_listed",
-                               "test_plugin_hooks.py::test_a_declared_relationship_kind_is_not_acted_on_yet"),
+                               "test_relationships.py::test_a_plugin_relationship_type_becomes_a_connection_role"),
+    "xrm_record_expansions": ("test_relationships.py::test_expand_links_and_connections_on_get_and_list",),
+    "xrm_import_targets": ("test_relationships.py::test_connections_and_links_import_from_csv_through_the_cli_and_the_api",),
     "xrm_workflow_actions": ("test_plugins.py::test_a_workflow_action_is_declared_and_found_by_the_automations",
                              "test_automations.py::test_a_plugin_action_runs_with_the_declared_principal_and_scope"),
-    "xrm_workflow_triggers": ("test_plugin_hooks.py::test_declared_workflow_triggers_are_listed",
-                              "test_plugin_hooks.py::test_a_declared_workflow_trigger_cannot_start_an_automation_yet"),
+    "xrm_workflow_triggers": ("test_automations.py::test_a_plugin_trigger_fired_by_its_outbox_event_runs_the_automation_once",
+                              "test_automations.py::test_a_plugin_triggers_parameters_are_checked_and_unknown_triggers_refused",
+                              "test_plugin_hooks.py::test_declared_workflow_triggers_are_listed",
+                              "test_plugin_hooks.py::test_a_definition_may_start_an_automation_on_a_declared_workflow_trigger"),
     "xrm_assistant_tools": ("test_plugin_hooks.py::test_declared_assistant_tools_are_collected_and_listed",),
     "xrm_cli_commands": ("test_plugins.py::test_a_plugin_adds_a_cli_command",),
     "xrm_startup": ("test_plugin_hooks.py::test_shutdown_is_called_when_the_app_stops_and_awaited",
@@ -541,7 +547,8 @@ HOOK_TESTS: dict[str, tuple[str, ...]] = {
 """Hook -> the tests ("file::function", in tests/) that register an implementation of it and check what a user or developer sees."""
 
 # Where the implementations of a test file's plugins live, besides the file itself (test_plugins.py installs plugins/xrm_iban).
-_IMPLEMENTATIONS_OF = {"test_plugins.py": [ROOT / "plugins" / "xrm_iban" / "xrm_iban"]}
+_IMPLEMENTATIONS_OF = {"test_plugins.py": [ROOT / "plugins" / "xrm_iban" / "xrm_iban"],
+                       "test_relationships.py": [ROOT / "plugins" / "builtins" / "relationships"]}
 
 
 def _hookimpls_in(path: Path) -> set[str]:

@@ -85,7 +85,7 @@ def test_builtins_come_through_the_same_entry_point_group() -> None:
     from importlib import metadata
 
     builtins = {"core": "xrm.core_plugin", "automations": "xrm.builtins.automations", "relationships": "xrm.builtins.relationships",
-                "statemachine": "xrm.builtins.statemachine", "crm": "xrm.builtins.crm"}
+                "statemachine": "xrm.builtins.statemachine", "crm": "xrm.builtins.crm", "assistant": "xrm.assistant.plugin"}
     points = {ep.name: ep for ep in metadata.entry_points(group="xrm.plugins")}
     for name, module in builtins.items():
         assert name in points, f"built-in plugin {name!r} is not declared in the xrm.plugins entry-point group"
@@ -214,6 +214,68 @@ def test_a_workflow_action_is_declared_and_found_by_the_automations() -> None:
     (action,) = [a for _, result in get_plugin_manager().each("xrm_workflow_actions") for a in result if a.name == "mask_iban"]
     assert action.name == "mask_iban" and action.label["de"] == "IBAN maskieren"
     assert action.run(record={"iban": GOOD}) == {"text": "DE89 **** **** **** **30 00"}
+
+
+@pytest.fixture
+def quiet_api(database_uri: str, tmp_path: Path) -> Iterator[Any]:
+    """The app (shipped entities and the plugin's bank_account) without its in-process worker: the test runs the jobs."""
+    from litestar.testing import TestClient
+
+    from xrm.app import create_app
+    from xrm.settings import Settings
+
+    settings = Settings(data_dir=tmp_path, database_url=database_uri, schema_dir=ROOT / "entity_schemas", secret_key=None, worker=False)
+    with TestClient(app=create_app(settings)) as client:
+        yield client
+
+
+def test_mask_iban_runs_from_the_job_queue_on_a_bank_account_within_its_declared_scope(quiet_api: Any) -> None:
+    api = quiet_api
+    headers = bearer(api, "admin", ["admin"])
+    platform = api.app.state.platform
+    # The plugin's own entity, with a text field for the masked value (for notification texts).
+    from xrm_iban import xrm_entity_definitions
+
+    (bank_account,) = xrm_entity_definitions()
+    bank_account["properties"]["iban_masked"] = {"type": "string", "maxLength": 64, "x-xrm": {"label": {"en": "IBAN (masked)", "de": "IBAN (maskiert)"}}}
+
+    async def extend() -> None:
+        await platform.schema.apply([bank_account])
+        await platform.registry.load(platform.db)
+
+    api.blocking_portal.call(extend)
+    for body in (
+        {"name": "mask", "entity": "bank_account", "trigger": {"on": "created"},
+         "actions": [{"type": "mask_iban", "save": {"text": "iban_masked"}}]},
+        # Saved into the IBAN itself: the write goes through the one door, and the validator refuses a masked IBAN.
+        {"name": "mask_over_iban", "entity": "bank_account", "trigger": {"on": "updated", "changed": ["holder"]},
+         "actions": [{"type": "mask_iban", "save": {"text": "iban"}, "max_attempts": 1}]},
+        # An account is not what the plugin declared it reads.
+        {"name": "mask_account", "entity": "account", "trigger": {"on": "created"},
+         "actions": [{"type": "mask_iban", "parameters": {"field": "name"}, "save": {"text": "name"}, "max_attempts": 1}]},
+    ):
+        ok(api.post("/api/v1/admin/automations", headers=headers, json={**body, "run_as": "admin"}), 201)
+    created = ok(api.post("/api/v1/bank_account", headers=headers, json={"holder": "Erika", "iban": GOOD_SPACED}), 201)
+    account = ok(api.post("/api/v1/account", headers=headers, json={"name": GOOD}), 201)
+
+    from xrm.builtins.automations.engine import Worker
+
+    api.blocking_portal.call(Worker(platform, name="iban-worker", poll_seconds=0.05).run_until_idle)
+    stored = ok(api.get(f"/api/v1/bank_account/{created['id']}", headers=headers))
+    assert stored["iban_masked"] == "DE89 **** **** **** **30 00" and stored["iban"] == GOOD
+    assert ok(api.get(f"/api/v1/account/{account['id']}", headers=headers))["name"] == GOOD
+    jobs = {j["automation"]: j for j in ok(api.get("/api/v1/admin/jobs", headers=headers))["jobs"]}
+    assert jobs["db:mask"]["state"] == "done" and jobs["db:mask"]["result"] == {"text": "DE89 **** **** **** **30 00"}
+    assert jobs["db:mask_account"]["state"] == "dead"
+    assert "plugin 'iban' declared it reads bank_account; its action 'mask_iban' may not get a account record" in jobs["db:mask_account"]["last_error"]
+    # The masked value was written by the run-as user, audited like any change.
+    assert _fetchval(api, "SELECT principal_name FROM xrm_sys.audit_log WHERE entity = 'bank_account' AND action = 'record.updated'") == "admin"
+
+    ok(api.patch(f"/api/v1/bank_account/{created['id']}", headers=headers, json={"holder": "Erika Muster"}))
+    api.blocking_portal.call(Worker(platform, name="iban-worker", poll_seconds=0.05).run_until_idle)
+    over = ok(api.get("/api/v1/admin/jobs?automation=mask_over_iban", headers=headers))["jobs"]
+    assert [j["state"] for j in over] == ["dead"] and over[0]["last_error"].startswith("Invalid bank_account record: /iban ")
+    assert ok(api.get(f"/api/v1/bank_account/{created['id']}", headers=headers))["iban"] == GOOD
 
 
 # -- the field type in definitions -----------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, bearer, log_in, make_user, ok, problem
 from xrm.errors import DefinitionInvalid
+from xrm.plugins import RelationshipType, hookimpl
 from xrm.schema.ddl import qualified
 from xrm.schema.definition import parse_definition
 
@@ -114,6 +115,11 @@ def test_the_keywords_are_checked_with_pointers() -> None:
         ("/properties/up/x-xrm/on_delete", "set_null cannot clear a required field; use restrict or cascade"),
         ("/properties/name/x-xrm/on_delete", "only reference fields have a delete behaviour"),
     }
+    clashing = json.loads(json.dumps(PROJECT))
+    clashing["x-xrm"]["links"][0]["inverse_name"] = "connections"  # ?expand=connections is taken
+    with pytest.raises(DefinitionInvalid) as error:
+        parse_definition(clashing)
+    assert [p.pointer for p in error.value.problems] == ["/x-xrm/links/0/inverse_name"]
 
 
 # -- many-to-many -----------------------------------------------------------------------------
@@ -399,3 +405,250 @@ def test_detail_page_panels_graph_and_forms(app: Any, admin: dict[str, str]) -> 
     german = app.get(f"/e/account/{evil['id']}").text
     assert "Verbindungen (1)" in german and "Hierarchie" in german and "Mitarbeiter im Konzern" in german
     assert "Partner von" in german and re.search(r"1 Datensatz unter diesem", german)
+
+
+# -- ?expand= links and connections ----------------------------------------------------------------------
+def test_expand_links_and_connections_on_get_and_list(app: Any, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from xrm.builtins.relationships import store
+
+    ok(app.post("/api/v1/_connection_roles", headers=admin, json={
+        "name": "advisor", "label": {"en": "advisor of", "de": "berät"}, "inverse_label": {"en": "advised by", "de": "wird beraten von"}}), 201)
+    apollo = _create(app, admin, "project", name="Apollo")
+    gemini = _create(app, admin, "project", name="Gemini")
+    ada = _create(app, admin, "contact", full_name="Ada")
+    bob = _create(app, admin, "contact", full_name="Bob")
+    acme = _create(app, admin, "account", name="ACME")
+    for project, person, role in ((apollo, ada, "lead"), (apollo, bob, "member"), (gemini, bob, "lead")):
+        ok(app.post(f"/api/v1/project/{project['id']}/links/members", headers=admin, json={"target": person["id"], "attributes": {"role": role}}), 201)
+    ok(app.post(f"/api/v1/contact/{ada['id']}/connections", headers=admin, json={
+        "role": "advisor", "other_entity": "account", "other_id": acme["id"], "valid_from": "2024-01-01"}), 201)
+    ok(app.post(f"/api/v1/contact/{bob['id']}/connections", headers=admin, json={
+        "role": "advisor", "other_entity": "contact", "other_id": ada["id"], "direction": "reverse"}), 201)  # Ada advises Bob
+
+    one = ok(app.get(f"/api/v1/project/{apollo['id']}?expand=members", headers=admin))
+    assert [(m["record"]["full_name"], m["attributes"]["role"], m["entity"]) for m in one["members_expanded"]] == [("Ada", "lead", "contact"), ("Bob", "member", "contact")]
+    assert one["members_expanded"][0]["record"]["_display"] == "Ada"
+    # The inverse side and connections together, on a list page: both ends of Ada -> Bob are on the page.
+    calls: list[int] = []
+    original = store.Relationships._connection_rows
+
+    async def counted(self: Any, entity: str, ids: Any, limit: int, at: Any = None) -> Any:
+        calls.append(len(ids))
+        return await original(self, entity, ids, limit, at)
+
+    monkeypatch.setattr(store.Relationships, "_connection_rows", counted)
+    listed = ok(app.get("/api/v1/contact?expand=connections,projects,account&sort=full_name", headers=admin))["records"]
+    assert calls == [2]  # one query for the whole page, not one per record
+    by_name = {r["full_name"]: r for r in listed}
+    assert sorted((c["label"]["en"], c["other"]["display"], c["direction"]) for c in by_name["Ada"]["connections_expanded"]) == [
+        ("advisor of", "ACME", "forward"), ("advisor of", "Bob", "forward")]
+    (advised,) = by_name["Bob"]["connections_expanded"]
+    assert (advised["label"]["de"], advised["direction"], advised["record"]["full_name"]) == ("wird beraten von", "reverse", "Ada")
+    acme_link = [c for c in by_name["Ada"]["connections_expanded"] if c["other"]["entity"] == "account"][0]
+    assert acme_link["valid_from"] == "2024-01-01" and acme_link["record"]["name"] == "ACME" and acme_link["active"]
+    assert sorted(p["record"]["name"] for p in by_name["Bob"]["projects_expanded"]) == ["Apollo", "Gemini"]
+    assert by_name["Ada"]["account_expanded"] is None  # reference fields keep working alongside
+    # Only what the caller may read: a user who may read contacts but no accounts sees Ada's advice to Bob only.
+    _role(app, admin, "people", [("contact", "read", "all"), ("project", "read", "all")])
+    people = bearer(app, "pia", ["people"])
+    seen = ok(app.get(f"/api/v1/contact/{ada['id']}?expand=connections", headers=people))["connections_expanded"]
+    assert [c["other"]["display"] for c in seen] == ["Bob"]
+    # Unknown names are a 422 naming the parameter and what may be expanded.
+    wrong = problem(app.get(f"/api/v1/contact/{ada['id']}?expand=friends", headers=admin), 422)
+    assert wrong["errors"][0]["pointer"] == "/expand/0" and "connections" in wrong["errors"][0]["detail"] and "projects" in wrong["errors"][0]["detail"]
+    problem(app.get("/api/v1/project?expand=projects", headers=admin), 422)  # the inverse name belongs to contact
+    # The OpenAPI document lists the allowed values.
+    spec = ok(app.get("/api/openapi.json"))
+    (parameter,) = [p for p in spec["paths"]["/api/v1/project"]["get"]["parameters"] if p["name"] == "expand"]
+    assert re.fullmatch(parameter["schema"]["pattern"], "members,connections,account")
+    assert not re.fullmatch(parameter["schema"]["pattern"], "projects")
+
+
+def test_expand_is_bounded_per_record(app: Any, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from xrm.builtins.relationships import store
+
+    monkeypatch.setattr(store, "EXPAND_LIMIT", 2)
+    project = _create(app, admin, "project", name="Apollo")
+    for name in ("A", "B", "C"):
+        person = _create(app, admin, "contact", full_name=name)
+        ok(app.post(f"/api/v1/project/{project['id']}/links/members", headers=admin, json={"target": person["id"], "attributes": {"role": "member"}}), 201)
+    expanded = ok(app.get(f"/api/v1/project/{project['id']}?expand=members", headers=admin))["members_expanded"]
+    assert [m["record"]["full_name"] for m in expanded] == ["A", "B"]  # the oldest two; the sub-resource lists all
+    assert len(ok(app.get(f"/api/v1/project/{project['id']}/links/members", headers=admin))["links"]) == 3
+
+
+# -- relationship types declared by plugins ----------------------------------------------------------------
+class PartnersPlugin:
+    """Declares two relationship types; the built-in plugin turns them into connection roles at start."""
+
+    def __init__(self) -> None:
+        self.kinds = [RelationshipType("works_with", {"en": "works with", "de": "arbeitet mit"}),  # symmetric, any entities
+                      RelationshipType("supplier_of", {"en": "supplier of", "de": "Lieferant von"}, source="account", target="account",
+                                       inverse_label={"en": "supplied by", "de": "beliefert von"}),
+                      RelationshipType("Bad Name", {"en": "bad"})]
+
+    @hookimpl
+    def xrm_relationship_types(self) -> list[RelationshipType]:
+        return self.kinds
+
+
+@pytest.fixture
+def partners() -> Iterator[PartnersPlugin]:
+    from xrm.plugins import get_plugin_manager
+
+    plugin = PartnersPlugin()
+    get_plugin_manager().register(plugin, name="partners")
+    try:
+        yield plugin
+    finally:
+        get_plugin_manager().unregister(name="partners")
+
+
+def test_a_plugin_relationship_type_becomes_a_connection_role(partners: PartnersPlugin, app: Any, admin: dict[str, str]) -> None:
+    from xrm.builtins.relationships.store import sync_plugin_roles
+
+    roles = {r["name"]: r for r in ok(app.get("/api/v1/_connection_roles", headers=admin))["roles"]}
+    assert set(roles) == {"works_with", "supplier_of"}  # "Bad Name" is refused (logged), the built-in kinds make no role
+    assert roles["supplier_of"] == {"name": "supplier_of", "label": {"en": "supplier of", "de": "Lieferant von"},
+                                    "inverse_label": {"en": "supplied by", "de": "beliefert von"},
+                                    "source_entities": ["account"], "target_entities": ["account"], "plugin": "partners"}
+    assert roles["works_with"]["inverse_label"] == roles["works_with"]["label"] and roles["works_with"]["source_entities"] is None
+    # It works like any role, with its entity restrictions.
+    acme = _create(app, admin, "account", name="ACME")
+    globex = _create(app, admin, "account", name="Globex")
+    max_ = _create(app, admin, "contact", full_name="Max")
+    made = ok(app.post(f"/api/v1/account/{acme['id']}/connections", headers=admin,
+                       json={"role": "supplier_of", "other_entity": "account", "other_id": globex["id"]}), 201)
+    assert made["label"]["de"] == "Lieferant von"
+    wrong = problem(app.post(f"/api/v1/account/{acme['id']}/connections", headers=admin,
+                             json={"role": "supplier_of", "other_entity": "contact", "other_id": max_["id"]}), 422)
+    assert wrong["errors"][0]["pointer"] == "/other_entity" and "points at account" in wrong["errors"][0]["detail"]
+    # Admins cannot delete a plugin's role, even unused; the page says whose it is and offers no delete button.
+    refused = problem(app.delete("/api/v1/_connection_roles/works_with", headers=admin), 422)
+    assert "comes from the plugin 'partners'" in refused["errors"][0]["detail"]
+    make_user(app, "boss", ["admin"])
+    log_in(app, "boss")
+    page = app.get("/admin/connection-roles").text
+    assert page.count("from the plugin partners") == 2
+    assert 'action="/admin/connection-roles/works_with/delete"' not in page
+    ok(app.post("/api/v1/_connection_roles", headers=admin, json={"name": "mentor", "label": {"en": "mentor of"}}), 201)
+    assert 'action="/admin/connection-roles/mentor/delete"' in app.get("/admin/connection-roles").text
+    # At the next start a changed declaration updates the role (audited); an admin's role of the same name is left alone.
+    partners.kinds[0] = RelationshipType("works_with", {"en": "partner of", "de": "Partner von"})
+    partners.kinds.append(RelationshipType("mentor", {"en": "hijacked"}))
+    platform = app.app.state.platform
+    warnings = app.blocking_portal.call(sync_plugin_roles, platform.db, platform.registry)
+    assert ok(app.get("/api/v1/_connection_roles", headers=admin))["roles"][-1]["label"] == {"en": "partner of", "de": "Partner von"}
+    assert [row["details"]["name"] for row in _audit(app, "connection_role.updated")] == ["works_with"]
+    roles = {r["name"]: r for r in ok(app.get("/api/v1/_connection_roles", headers=admin))["roles"]}
+    assert roles["mentor"]["label"] == {"en": "mentor of"} and roles["mentor"]["plugin"] is None
+    assert any("'mentor' exists already (made by an admin)" in w for w in warnings)
+
+
+# -- importing links and connections -------------------------------------------------------------------------
+def _connections_of(app: Any, admin: dict[str, str], entity: str, record: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
+    rows = ok(app.get(f"/api/v1/{entity}/{record['id']}/connections", headers=admin))["connections"]
+    return sorted(((c["label"]["en"], c["other"]["display"], c["valid_from"], c["valid_until"]) for c in rows), key=str)
+
+
+def test_connections_and_links_import_from_csv_through_the_cli_and_the_api(app: Any, admin: dict[str, str], xrm_cli: Any,
+                                                                           tmp_path: Path) -> None:
+    ok(app.post("/api/v1/_connection_roles", headers=admin, json={
+        "name": "advisor", "label": {"en": "advisor of", "de": "berät"}, "inverse_label": {"en": "advised by", "de": "wird beraten von"},
+        "source_entities": ["contact"], "target_entities": ["account"]}), 201)
+    max_ = _create(app, admin, "contact", full_name="Max Muster")
+    _create(app, admin, "account", name="ACME")
+    _create(app, admin, "account", name="Globex")
+    # German headers, semicolons, German dates, entities by label, a record by id, a role by its reverse label (direction swapped).
+    good = tmp_path / "verbindungen.csv"
+    good.write_text("Rolle;Von Entität;Von Datensatz;Zu Entität;Zu Datensatz;Gültig ab;Gültig bis\n"
+                    "advisor;contact;max muster;account;ACME;01.01.2024;31.12.2024\n"
+                    f"wird beraten von;Firma;Globex;Kontakt;{max_['id']};;\n", encoding="utf-8")
+    dry = xrm_cli("import", "_connections", str(good), "--dry-run")
+    assert "2 rows read, 2 would be created" in dry and "Dry run: nothing was written." in dry
+    assert _connections_of(app, admin, "contact", max_) == []
+    assert "2 rows read, 2 created" in xrm_cli("import", "_connections", str(good))
+    assert _connections_of(app, admin, "contact", max_) == [("advisor of", "ACME", "2024-01-01", "2024-12-31"), ("advisor of", "Globex", None, None)]
+    assert len(_audit(app, "connection.created")) == 4  # each end, each connection: the same door as one POST
+
+    # One bad row and nothing is written; every error names its row and column.
+    bad = ("role,from_entity,from,to_entity,to,valid_from\n"
+           "advisor,contact,Max Muster,account,ACME,2025-01-01\n"       # row 2: fine on its own
+           "colleague,contact,Max Muster,account,Globex,\n"             # row 3: no such role
+           "advisor,contact,Max Muster,account,Globex,31.02.2024\n"     # row 4: no such date
+           "advisor,contact,Nobody,account,Initech,\n"                  # row 5: no such records
+           "advisor,account,ACME,contact,Max Muster,\n")                # row 6: the role starts at contact
+    headers = {**admin, "Content-Type": "text/csv"}
+    report = ok(app.post("/api/v1/_connections/_import", headers=headers, content=bad))
+    assert (report["rows"], report["created"], report["skipped"]) == (5, 0, 5)
+    errors = {(e["row"], e["column"]) for e in report["errors"]}
+    assert errors == {(3, "role"), (4, "valid_from"), (5, "from"), (5, "to"), (6, "from_entity"), (6, "to_entity")}
+    messages = {(e["row"], e["column"]): e["message"] for e in report["errors"]}
+    assert "'colleague' is not a connection role" in messages[(3, "role")] and "31.02.2024" in messages[(4, "valid_from")]
+    assert "Nobody" in messages[(5, "from")] and "starts at contact, not account" in messages[(6, "from_entity")]
+    assert len(_connections_of(app, admin, "contact", max_)) == 2  # row 2 was not written either
+    missing = problem(app.post("/api/v1/_connections/_import", headers=headers, content="role,from\nadvisor,Max\n"), 400)
+    assert "no column for from_entity, to_entity, to" in missing["detail"]
+    (tmp_path / "bad.csv").write_text(bad, encoding="utf-8")
+    printed = xrm_cli("import", "_connections", str(tmp_path / "bad.csv"), code=1)
+    assert "0 created" in printed and "nothing was imported: 4 row(s) have errors" in printed and "row 3, column 'role'" in printed
+
+    # JSON Lines: keys are the columns.
+    lines = json.dumps({"Rolle": "berät", "von_entität": "Kontakt", "from": "Max Muster", "to_entity": "account", "to": "Globex",
+                        "valid_from": "2026-01-01"}) + "\n"
+    jsonl = ok(app.post("/api/v1/_connections/_import", headers={**admin, "Content-Type": "application/x-ndjson"}, content=lines))
+    assert (jsonl["created"], jsonl["errors"]) == (1, [])
+    assert ("advisor of", "Globex", "2026-01-01", None) in _connections_of(app, admin, "contact", max_)
+
+    # Links, with their attribute columns (by label), from the source's and from the target's side.
+    apollo = _create(app, admin, "project", name="Apollo")
+    _create(app, admin, "contact", full_name="Ada")
+    links = ok(app.post("/api/v1/project.members/_import?dry_run=false", headers=headers,
+                        content="from,to,Rolle,Beginn\nApollo,Ada,Lead,01.05.2024\nApollo,Max Muster,member,\n"))
+    assert (links["created"], links["errors"]) == (2, [])
+    shown = ok(app.get(f"/api/v1/project/{apollo['id']}/links/members", headers=admin))["links"]
+    assert sorted((row["other"]["display"], row["attributes"]) for row in shown) == [
+        ("Ada", {"role": "lead", "start_date": "2024-05-01"}), ("Max Muster", {"role": "member"})]
+    inverse = ok(app.post("/api/v1/contact.projects/_import", headers=headers, content="from,to,role\nAda,Apollo,member\nAda,Apollo,boss\n"))
+    assert inverse["created"] == 0 and [(e["row"], e["column"]) for e in inverse["errors"]] == [(2, "to"), (3, "role")]
+    assert "linked already" in inverse["errors"][0]["message"]
+    # A user who may read but not change the records cannot import connections from them.
+    _role(app, admin, "viewer", [("contact", "read", "all"), ("account", "read", "all")])
+    viewer = bearer(app, "vic", ["viewer"])
+    refused = ok(app.post("/api/v1/_connections/_import", headers={**viewer, "Content-Type": "text/csv"},
+                          content="role,from_entity,from,to_entity,to\nadvisor,contact,Max Muster,account,ACME\n"))
+    assert refused["created"] == 0 and refused["errors"][0]["row"] == 2 and "allows update on contact" in refused["errors"][0]["message"]
+
+
+def test_the_graph_shows_a_second_ring_of_permitted_records(app: Any, admin: dict[str, str]) -> None:
+    ok(app.post("/api/v1/_connection_roles", headers=admin, json={"name": "partner", "label": {"en": "partner of", "de": "Partner von"}}), 201)
+    hub = _create(app, admin, "account", name="Hub")
+    near = _create(app, admin, "account", name="Near <AG>")
+    far = _create(app, admin, "account", name="Far")
+    hidden = _create(app, admin, "contact", full_name="Secret Person")
+    for a, b in ((hub, near), (near, far)):
+        ok(app.post(f"/api/v1/account/{a['id']}/connections", headers=admin, json={"role": "partner", "other_entity": "account", "other_id": b["id"]}), 201)
+    ok(app.post(f"/api/v1/account/{near['id']}/connections", headers=admin, json={"role": "partner", "other_entity": "contact", "other_id": hidden["id"]}), 201)
+    make_user(app, "boss", ["admin"])
+    log_in(app, "boss")
+    page = app.get(f"/e/account/{hub['id']}").text
+    assert "<svg" in page, page[-3000:]
+    graph = page[page.index("<svg"):page.index("</svg>")]
+    # The second ring: Near's own connections, each a link to the record with a title; every name escaped.
+    assert f'<a href="/e/account/{far["id"]}"><title>Far (Account) — partner of</title>' in graph
+    assert f'<a href="/e/contact/{hidden["id"]}">' in graph and 'class="node outer"' in graph
+    assert "Near &lt;AG&gt;" in graph and "Near <AG>" not in page
+    assert graph.count(f'href="/e/account/{hub["id"]}"') == 0  # the record itself is the centre, not a link back
+    # The same in text: a table of the further connections.
+    table = page[page.index('class="further-connections"'):]
+    assert "Connections of the connected records (2)" in table and "Far" in table and "Secret Person" in table
+    # A user who may read accounts but not contacts sees no contact in either ring.
+    _role(app, admin, "acc", [("account", "read", "all")])
+    make_user(app, "ann", ["acc"])
+    log_in(app, "ann")
+    theirs = app.get(f"/e/account/{hub['id']}").text
+    assert "Secret Person" not in theirs and hidden["id"] not in theirs and f'href="/e/account/{far["id"]}"' in theirs
+    assert "Connections of the connected records (1)" in theirs
+    # German.
+    german = app.get(f"/e/account/{hub['id']}", headers={"Accept-Language": "de"}).text
+    assert "Verbindungen der verbundenen Datensätze (1)" in german

@@ -212,22 +212,22 @@ def _two_edits(ui: TestClient, ui_admin: str, theirs: dict[str, str], mine: dict
 
 
 def test_a_conflict_lists_only_the_other_persons_changes_and_applying_mine_keeps_them(ui: TestClient, ui_admin: str) -> None:
-    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90", "stage": "negotiation"}, mine={"title": "Rockets XL"})
+    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90", "stage": "lost"}, mine={"title": "Rockets XL"})
     assert conflict.status_code == 409 and "Someone else changed this record" in conflict.text
     panel = conflict.text.split('id="conflict"')[1].split("</article>")[0]
     # Only bob's changes, named by their labels, before and now, with who changed them; not anna's own title.
     assert 'data-field="probability"' in panel and 'data-field="stage"' in panel and 'data-field="title"' not in panel
     stage = panel.split('data-field="stage"')[1].split("</tr>")[0]
-    assert "Qualification" in stage and "Negotiation" in stage and ">negotiation<" not in stage and "bob" in stage
+    assert "Qualification" in stage and "Lost" in stage and ">lost<" not in stage and "bob" in stage
     assert "90" in panel.split('data-field="probability"')[1].split("</tr>")[0]
     assert "you changed it too" not in panel and "_resolve_" not in panel  # no true conflict
     assert "Rockets XL" in panel  # her own change, still to apply
     form = dict(_form_fields(conflict.text))
-    assert form["title"] == "Rockets XL" and form["probability"] == "90" and form["stage"] == "negotiation"  # her input, their values
+    assert form["title"] == "Rockets XL" and form["probability"] == "90" and form["stage"] == "lost"  # her input, their values
     applied = ui.post(path + "/edit", data=_form_fields(conflict.text), follow_redirects=False)
     assert applied.status_code == 303, applied.text
     after = _values(ui, path)
-    assert after["title"] == "Rockets XL" and after["probability"] == "90" and after["stage"] == "negotiation"  # bob's change kept
+    assert after["title"] == "Rockets XL" and after["probability"] == "90" and after["stage"] == "lost"  # bob's change kept
 
 
 def test_a_true_conflict_shows_both_values_and_mine_wins_only_when_chosen(ui: TestClient, ui_admin: str) -> None:
@@ -247,12 +247,12 @@ def test_a_true_conflict_shows_both_values_and_mine_wins_only_when_chosen(ui: Te
 
 
 def test_in_a_true_conflict_my_value_is_saved_when_i_choose_it(ui: TestClient, ui_admin: str) -> None:
-    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90", "stage": "negotiation"}, mine={"probability": "50"})
+    path, conflict = _two_edits(ui, ui_admin, theirs={"probability": "90", "stage": "lost"}, mine={"probability": "50"})
     assert conflict.status_code == 409
     chosen = _form_fields(conflict.text, _resolve_probability="mine")
     assert ui.post(path + "/edit", data=chosen, follow_redirects=False).status_code == 303
     after = _values(ui, path)
-    assert after["probability"] == "50" and after["stage"] == "negotiation"
+    assert after["probability"] == "50" and after["stage"] == "lost"
 
 
 def test_saving_an_edit_form_writes_only_the_fields_the_user_changed(ui: TestClient, ui_admin: str) -> None:

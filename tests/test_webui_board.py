@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from conftest import log_in, make_user
+from conftest import log_in, make_user, ok
 
 BOARD = "/e/deal/board/stage"
 STAGES = ["prospecting", "qualification", "negotiation", "won", "lost"]
@@ -83,22 +83,26 @@ def test_columns_load_more_cards(ui: TestClient, ui_admin: str) -> None:
 
 def test_moving_a_card_updates_the_record_and_its_history(ui: TestClient, ui_admin: str) -> None:
     deal = new_deal(ui, ui_admin, "Mover", "prospecting")
-    other = new_deal(ui, ui_admin, "Stayer", "won")
+    other = new_deal(ui, ui_admin, "Stayer", "qualification")
     page = ui.get(BOARD).text
     assert 'draggable="true"' in page and f'<label for="move-{deal}"' in page  # drag and drop and a labelled select
+    # The shipped deal's stage is a state machine: the move to the next column takes the transition "qualify".
     response = ui.post(f"/e/deal/{deal}/move", headers={"HX-Request": "true"},
-                       data={"csrf_token": ui_admin, "field": "stage", "value": "won", "version": version(page, deal), "board_query": ""})
+                       data={"csrf_token": ui_admin, "field": "stage", "value": "qualification", "version": version(page, deal),
+                             "board_query": ""})
     assert response.status_code == 200, response.text
-    assert response.headers["HX-Retarget"] == "#cards-3" and response.headers["HX-Reswap"] == "afterbegin"
+    assert response.headers["HX-Retarget"] == "#cards-1" and response.headers["HX-Reswap"] == "afterbegin"
     assert f'id="card-{deal}"' in response.text and 'hx-swap-oob="delete"' in response.text  # the old card goes
-    assert re.search(r'id="count-3" hx-swap-oob="true"><span aria-hidden="true">2<', response.text)
+    assert re.search(r'id="count-1" hx-swap-oob="true"><span aria-hidden="true">2<', response.text)
     assert re.search(r'id="count-0" hx-swap-oob="true"><span aria-hidden="true">0<', response.text)
-    assert "Mover moved to Won." in response.text  # announced in the live region
-    assert stage_of(ui, deal) == "won" and stage_of(ui, other) == "won"
+    assert "Mover moved to Qualification." in response.text  # announced in the live region
+    assert stage_of(ui, deal) == "qualification" and stage_of(ui, other) == "qualification"
     board = columns(ui.get(BOARD).text)
-    assert "Mover" in board["3"] and "Mover" not in board["0"]
+    assert "Mover" in board["1"] and "Mover" not in board["0"]
     detail = ui.get(f"/e/deal/{deal}").text
-    assert re.search(r"Stage: <del>Prospecting</del> → <ins>Won</ins>", detail), detail[-2000:]  # the audit trail, options by label
+    assert re.search(r"Stage: <del>Prospecting</del> → <ins>Qualification</ins>", detail), detail[-2000:]  # the audit trail, options by label
+    history = ok(ui.get(f"/api/v1/deal/{deal}/transitions"))["history"]
+    assert [h["details"]["transition"] for h in history] == ["qualify"]
     # Without JavaScript the form posts and comes back to the board (with its filter).
     plain = ui.post(f"/e/deal/{deal}/move", follow_redirects=False, data={
         "csrf_token": ui_admin, "field": "stage", "value": "lost", "version": version(ui.get(BOARD).text, deal), "board_query": "q=Mover"})
@@ -106,14 +110,39 @@ def test_moving_a_card_updates_the_record_and_its_history(ui: TestClient, ui_adm
     assert stage_of(ui, deal) == "lost"
 
 
+def test_a_move_no_transition_makes_is_refused_in_english_and_german(ui: TestClient, ui_admin: str) -> None:
+    deal = new_deal(ui, ui_admin, "Jumper", "prospecting")
+    refused = ui.post(f"/e/deal/{deal}/move", headers={"HX-Request": "true"},
+                      data={"csrf_token": ui_admin, "field": "stage", "value": "won", "version": version(ui.get(BOARD).text, deal)})
+    assert refused.status_code == 422 and refused.headers["HX-Retarget"] == f"#msg-{deal}"  # the card stays, the message is next to it
+    assert refused.text == ("Not moved: there is no transition from Prospecting to Won. "
+                            "Possible from here: Qualify (→ Qualification), Lost (→ Lost)."), refused.text
+    assert stage_of(ui, deal) == "prospecting"
+    ui.post("/language", data={"csrf_token": ui_admin, "language": "de", "next": "/"})
+    german = ui.post(f"/e/deal/{deal}/move", data={"csrf_token": ui_admin, "field": "stage", "value": "negotiation",
+                                                    "version": version(ui.get(BOARD).text, deal)})
+    assert german.status_code == 422 and 'class="board"' in german.text  # without JavaScript: the board with the message
+    assert ("Jumper: Nicht verschoben: Es gibt keinen Übergang von Akquise nach Verhandlung. "
+            "Möglich von hier: Qualifizieren (→ Qualifizierung), Verloren (→ Verloren).") in german.text
+    assert stage_of(ui, deal) == "prospecting"
+    # A transition whose guard fails is refused with the guard (negotiate needs the amount); with it, the move goes.
+    current = version(ui.get(BOARD).text, deal)
+    assert ui.post(f"/e/deal/{deal}/move", data={"csrf_token": ui_admin, "field": "stage", "value": "qualification",
+                                                  "version": current}, follow_redirects=False).status_code == 303
+    guarded = ui.post(f"/e/deal/{deal}/move", headers={"HX-Request": "true"},
+                      data={"csrf_token": ui_admin, "field": "stage", "value": "negotiation", "version": version(ui.get(BOARD).text, deal)})
+    assert guarded.status_code == 422 and "Nicht verschoben" in guarded.text and "negotiate" in guarded.text, guarded.text
+    assert stage_of(ui, deal) == "qualification"
+
+
 def test_a_stale_or_invalid_move_leaves_the_card_with_a_message(ui: TestClient, ui_admin: str) -> None:
-    deal = new_deal(ui, ui_admin, "Contested", "negotiation")
+    deal = new_deal(ui, ui_admin, "Contested", "prospecting")
     old_version = version(ui.get(BOARD).text, deal)
     edit = ui.get(f"/e/deal/{deal}/edit").text  # someone else changes it meanwhile
     assert ui.post(f"/e/deal/{deal}/edit", data={"csrf_token": ui_admin, "version": re.search(r'name="version" value="(\d+)"', edit).group(1),  # type: ignore[union-attr]
                                                  "title": "Contested", "stage": "qualification"}, follow_redirects=False).status_code == 303
     stale = ui.post(f"/e/deal/{deal}/move", headers={"HX-Request": "true"},
-                    data={"csrf_token": ui_admin, "field": "stage", "value": "won", "version": old_version})
+                    data={"csrf_token": ui_admin, "field": "stage", "value": "lost", "version": old_version})
     assert stale.status_code == 409 and "someone else changed this record" in stale.text
     assert stale.headers["HX-Retarget"] == f"#msg-{deal}"  # next to the card
     assert stage_of(ui, deal) == "qualification"
@@ -124,7 +153,7 @@ def test_a_stale_or_invalid_move_leaves_the_card_with_a_message(ui: TestClient, 
         assert refused.status_code == 422 and "Not moved" in refused.text and message in refused.text, refused.text
         assert stage_of(ui, deal) == "qualification"
     # Without JavaScript: the board again, with the message.
-    plain = ui.post(f"/e/deal/{deal}/move", data={"csrf_token": ui_admin, "field": "stage", "value": "won", "version": old_version})
+    plain = ui.post(f"/e/deal/{deal}/move", data={"csrf_token": ui_admin, "field": "stage", "value": "lost", "version": old_version})
     assert plain.status_code == 409 and "Contested: Not moved: someone else changed" in plain.text and 'class="board"' in plain.text
     assert stage_of(ui, deal) == "qualification"
 
@@ -200,14 +229,20 @@ def test_board_and_bulk_actions_in_a_browser(server_uri: str, tmp_path: Any) -> 
                     page.wait_for_url("**/e/deal/board/stage")
                     expect = sync_api.expect
                     # Drag and drop: the card lands at the top of the new column.
+                    # No transition leads from Prospecting to Won: the card stays, the reason is next to it.
                     page.drag_and_drop(f"#card-{ids['Drag me']}", "section[data-column='3']", source_position=GRIP)
-                    expect(page.locator(f"#cards-3 #card-{ids['Drag me']}")).to_be_visible()
-                    expect(page.locator("#count-3")).to_contain_text("1")
-                    expect(page.locator("#board-status")).to_contain_text("Drag me moved to Won.")
-                    assert api("GET", f"/api/v1/deal/{ids['Drag me']}")["stage"] == "won"
+                    expect(page.locator(f"#msg-{ids['Drag me']}")).to_contain_text("there is no transition from Prospecting to Won")
+                    expect(page.locator(f"#cards-0 #card-{ids['Drag me']}")).to_be_visible()
+                    assert api("GET", f"/api/v1/deal/{ids['Drag me']}")["stage"] == "prospecting"
+                    # The next column: the transition "qualify".
+                    page.drag_and_drop(f"#card-{ids['Drag me']}", "section[data-column='1']", source_position=GRIP)
+                    expect(page.locator(f"#cards-1 #card-{ids['Drag me']}")).to_be_visible()
+                    expect(page.locator("#count-1")).to_contain_text("1")
+                    expect(page.locator("#board-status")).to_contain_text("Drag me moved to Qualification.")
+                    assert api("GET", f"/api/v1/deal/{ids['Drag me']}")["stage"] == "qualification"
                     # A refused move (someone else changed the record meanwhile): the card stays, the message is next to it.
                     api("PATCH", f"/api/v1/deal/{ids['Stuck']}", {"probability": 10})
-                    page.drag_and_drop(f"#card-{ids['Stuck']}", "section[data-column='3']", source_position=GRIP)
+                    page.drag_and_drop(f"#card-{ids['Stuck']}", "section[data-column='4']", source_position=GRIP)
                     expect(page.locator(f"#msg-{ids['Stuck']}")).to_contain_text("someone else changed this record")
                     expect(page.locator(f"#cards-0 #card-{ids['Stuck']}")).to_be_visible()
                     assert page.locator(f"#move-{ids['Stuck']}").input_value() == "prospecting"
@@ -220,11 +255,11 @@ def test_board_and_bulk_actions_in_a_browser(server_uri: str, tmp_path: Any) -> 
                     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
                     page.get_by_label("Move to").and_(page.locator(f"#move-{ids['Key me']}")).focus()
                     page.keyboard.press("ArrowDown")  # a closed select changes its value with the arrow keys
-                    page.select_option(f"#move-{ids['Key me']}", "negotiation")
+                    page.select_option(f"#move-{ids['Key me']}", "lost")
                     page.keyboard.press("Tab")  # to the Move button
                     page.keyboard.press("Enter")
-                    expect(page.locator(f"#cards-2 #card-{ids['Key me']}")).to_be_focused()
-                    assert api("GET", f"/api/v1/deal/{ids['Key me']}")["stage"] == "negotiation"
+                    expect(page.locator(f"#cards-4 #card-{ids['Key me']}")).to_be_focused()
+                    assert api("GET", f"/api/v1/deal/{ids['Key me']}")["stage"] == "lost"
 
                     # Bulk delete on the list: select all, confirm, the list reloads without them.
                     page.goto(base + "/e/deal")

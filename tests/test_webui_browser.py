@@ -6,6 +6,7 @@ Screenshots of the main pages go to tests/artifacts/ (kept by CI, ignored by git
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
@@ -199,3 +200,82 @@ def test_an_admin_designs_an_entity_and_works_with_its_records(site: str, browse
     other.goto(f"{site}/search?q=Rollout")
     expect(other.get_by_text("Nothing found.")).to_be_visible()
     assert OUTSIDE == []  # everything came from this server
+
+
+def test_the_connection_graph_at_phone_width(server_uri: str, tmp_path: Path) -> None:
+    """Two rings of connections on a phone: the picture fits, its nodes are links a keyboard reaches, the table says the same."""
+    import httpx
+
+    with fresh_database(server_uri) as uri:
+        token = create_token(uri, "admin", ["admin"])
+        with live_server(uri, tmp_path) as base, sync_playwright() as playwright:
+            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+            assert api.post("/api/v1/_connection_roles", json={"name": "partner", "label": {"en": "partner of"}}).status_code == 201
+            ids = {name: api.post("/api/v1/account", json={"name": name}).json()["id"] for name in ("Hub", "Near", "Far")}
+            for a, b in (("Hub", "Near"), ("Near", "Far")):
+                made = api.post(f"/api/v1/account/{ids[a]}/connections", json={"role": "partner", "other_entity": "account", "other_id": ids[b]})
+                assert made.status_code == 201, made.text
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = chromium.new_context(viewport={"width": 390, "height": 844}, locale="en-US").new_page()
+                outside: list[str] = []
+                page.on("request", lambda request: outside.append(request.url) if not request.url.startswith(base) else None)
+                log_in(page, base, "admin")
+                page.goto(f"{base}/e/account/{ids['Hub']}")
+                graph = page.locator("svg.graph")
+                expect(graph).to_be_visible()
+                box = graph.bounding_box()
+                assert box is not None and box["width"] <= 390  # scaled to the phone, no sideways scrolling for it
+                far = page.locator(f'svg.graph a[href="/e/account/{ids["Far"]}"]')  # the second ring
+                expect(far).to_have_count(1)
+                far.focus()
+                assert page.evaluate("document.activeElement.getAttribute('href')") == f"/e/account/{ids['Far']}"
+                page.locator("details.further-connections summary").click()
+                expect(page.locator("details.further-connections table")).to_contain_text("Far")
+                far.click()
+                expect(page).to_have_url(f"{base}/e/account/{ids['Far']}")
+                ARTIFACTS.mkdir(exist_ok=True)
+                shot(page, "connection-graph-phone")
+                assert outside == []
+            finally:
+                chromium.close()
+
+
+def test_the_assistant_chat_at_phone_width_in_german(server_uri: str, tmp_path: Path) -> None:
+    """A German user asks in the chat: "Einen Moment …" while it works, the answer appears, its source is a link."""
+    import httpx
+
+    with fresh_database(server_uri) as uri:
+        token = create_token(uri, "admin", ["admin"])
+        with live_server(uri, tmp_path) as base, sync_playwright() as playwright:
+            api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"})
+            account = api.post("/api/v1/account", json={"name": "Müller GmbH", "city": "Köln"}).json()
+            ticket = api.post("/api/v1/ticket", json={"subject": "Kasse startet nicht", "account": account["id"]}).json()
+            api.post(f"/api/v1/ticket/{ticket['id']}/transitions/open").raise_for_status()
+            chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = chromium.new_context(viewport={"width": 390, "height": 844}, locale="de-DE").new_page()
+                outside: list[str] = []
+                page.on("request", lambda request: outside.append(request.url) if not request.url.startswith(base) else None)
+                page.goto(f"{base}/login")
+                page.locator("input[name=name]").fill("admin")
+                page.locator("input[name=password]").fill("a-long-password")
+                page.locator("form button[type=submit]").click()
+                page.goto(f"{base}/assistant")
+                expect(page.get_by_role("heading", name="Assistent")).to_be_visible()
+                page.get_by_label("Ihre Frage").fill("Wie viele offene Tickets hat die Müller GmbH?")
+                page.get_by_role("button", name="Fragen").click()
+                answer = page.locator(".assistant-answer").last
+                expect(answer).to_contain_text("1 Ticket", timeout=30000)
+                expect(page.get_by_label("Ihre Frage")).to_have_value("")  # ready for the next question
+                source = page.locator(".assistant-citations a").first
+                expect(source).to_have_text("Kasse startet nicht")
+                box = page.locator("#conversation").bounding_box()
+                assert box is not None and box["width"] <= 390
+                ARTIFACTS.mkdir(exist_ok=True)
+                shot(page, "assistant-chat-phone-de")
+                source.click()
+                expect(page).to_have_url(re.compile(rf"{base}/e/ticket/[0-9a-f-]+$"))
+                assert outside == []
+            finally:
+                chromium.close()

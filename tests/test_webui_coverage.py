@@ -916,7 +916,7 @@ def test_html_in_record_values_is_shown_as_text_on_list_detail_board_search_and_
     account = site.create("account", name=f"{word} {PAYLOAD}", city=PAYLOAD, notes=f"old {PAYLOAD}")
     contact = site.create("contact", full_name=f"{word} Eve {PAYLOAD}", job_title=PAYLOAD, account=account["id"])
     deal = site.create("deal", title=f"{word} deal {PAYLOAD}", stage="negotiation", account=account["id"], contact=contact["id"],
-                       details={"note": PAYLOAD})
+                       details={"note": PAYLOAD}, amount={"amount": 5000, "currency": "EUR"})  # "win" needs an amount
     site.api("PATCH", f"/api/v1/account/{account['id']}", json={"notes": f"new {PAYLOAD}", "city": f"{PAYLOAD} city"})
     token = site.log_in("admin")
     name, person, title = account["name"], contact["full_name"], deal["title"]

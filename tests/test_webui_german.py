@@ -352,14 +352,14 @@ def test_the_history_shows_values_formatted_for_german(ui: TestClient) -> None:
 
 def test_the_history_shows_money_and_options_for_german(ui: TestClient) -> None:
     token = _german(ui)
-    created = ui.post("/e/deal/new", data={"csrf_token": token, "title": "Großauftrag", "stage": "prospecting",
+    created = ui.post("/e/deal/new", data={"csrf_token": token, "title": "Großauftrag", "stage": "negotiation",
                                            "amount": "12500.50", "amount__currency": "EUR"}, follow_redirects=False)
     path = created.headers["location"]
     ui.post(path + "/edit", data={"csrf_token": token, "title": "Großauftrag", "stage": "won", "amount": "9999.5",
                                   "amount__currency": "EUR", "closed_at": "2026-12-01T09:30"})
     history = ui.get(path).text.split('class="history"')[1]
     assert "<del>12.500,50 EUR</del> → <ins>9.999,50 EUR</ins>" in history
-    assert "<del>Akquise</del> → <ins>Gewonnen</ins>" in history
+    assert "<del>Verhandlung</del> → <ins>Gewonnen</ins>" in history  # the transition "win"
     assert "<del>—</del> → <ins>01.12.2026, 09:30 UTC</ins>" in history
 
 

@@ -123,9 +123,11 @@ def test_import_needs_create_permission_and_the_jobs_owner(ui: TestClient) -> No
     job = _upload(ui, anna).headers["location"].rsplit("/", 1)[1]
 
     ben = log_in(ui, "ben")
-    assert ui.get("/e/account/import").status_code == 403
+    # ben may change his own accounts, so he may import connections from them, but not records.
+    offered = ui.get("/e/account/import")
+    assert offered.status_code == 200 and 'value="_connections"' in offered.text and "Records: Accounts" not in offered.text
     assert _upload(ui, ben).status_code == 403
-    assert ui.get(f"/e/account/import/{job}").status_code == 403
+    assert ui.get(f"/e/account/import/{job}").status_code == 404  # and anna's upload is not his
     make_user(ui, "carl", ["sales"])
     carl = log_in(ui, "carl")
     assert ui.get(f"/e/account/import/{job}").status_code == 404  # anna's upload is not carl's
@@ -169,3 +171,72 @@ def test_uploads_have_a_size_limit(ui: TestClient, monkeypatch: Any) -> None:
     over = _upload(ui, token, b"name\n" + b"y" * 5000 + b"\n")
     assert over.status_code == 422 and "Files of up to" in over.text  # bigger than the limit: refused after reading
     assert _accounts(ui) == [] and not list((Path(ui.app.state.platform.settings.data_dir) / "ui-imports").glob("*"))
+
+
+def _connections(ui: TestClient) -> list[tuple[str, str, str, Any]]:
+    async def read() -> list[tuple[str, str, str, Any]]:
+        async with ui.app.state.platform.db.connection() as connection:
+            rows = await connection.fetch(
+                "SELECT l.name, s.full_name, a.name AS account, l.valid_from FROM xrm_sys.record_link l "
+                "JOIN contact s ON s.id = l.source_id JOIN account a ON a.id = l.target_id WHERE l.kind = 'connection' ORDER BY s.full_name")
+        return [tuple(r) for r in rows]
+
+    return ui.blocking_portal.call(read)  # type: ignore[no-any-return]
+
+
+def test_the_wizard_imports_connections_all_or_nothing(ui: TestClient, ui_admin: str) -> None:
+    from conftest import bearer
+
+    admin = bearer(ui, "root", ["admin"])
+    assert ui.post("/api/v1/_connection_roles", headers=admin, json={
+        "name": "advisor", "label": {"en": "advisor of", "de": "berät"}, "inverse_label": {"en": "advised by", "de": "wird beraten von"}}).status_code == 201
+    for path, body in (("contact", {"full_name": "Max Muster"}), ("contact", {"full_name": "Erika Mustermann"}), ("account", {"name": "ACME"})):
+        assert ui.post(f"/api/v1/{path}", headers=admin, json=body).status_code == 201
+    step1 = ui.get("/e/contact/import").text
+    assert 'name="target"' in step1 and '<option value="_connections">Connections</option>' in step1
+
+    # German column names, one bad row: the check names it, and nothing is imported.
+    bad = ("Rolle;Von Entität;Von Datensatz;Zu Entität;Zu Datensatz;Gültig ab\r\n"
+           "berät;Kontakt;Max Muster;Firma;ACME;01.02.2024\r\n"
+           "berät;Kontakt;Niemand;Firma;ACME;\r\n").encode("cp1252")
+    uploaded = ui.post("/e/contact/import", data={"csrf_token": ui_admin, "target": "_connections"},
+                       files={"file": ("verbindungen.csv", bad, "text/csv")}, follow_redirects=False)
+    assert uploaded.status_code == 303, uploaded.text
+    job_id = uploaded.headers["location"].rsplit("/", 1)[1]
+    step2 = ui.get(uploaded.headers["location"]).text
+    assert [_selected(step2, f"map.{i}") for i in range(6)] == ["role", "from_entity", "from", "to_entity", "to", "valid_from"]
+    assert 'value="full_name"' not in step2  # the target's columns, not the contact's fields
+    mapping = {"csrf_token": ui_admin, **{f"map.{i}": v for i, v in enumerate(["role", "from_entity", "from", "to_entity", "to", "valid_from"])},
+               "number_format": "auto", "timezone": ""}
+    checked = ui.post(f"/e/contact/import/{job_id}/check", data=mapping)
+    assert checked.status_code == 200, checked.text
+    assert "Connections: 0 would be created" in checked.text and "Nothing is imported while any row has problems" in checked.text
+    error_row = re.search(r"<tr><td class=\"num\">(\d+)</td><td>([^<]*)</td><td>([^<]*)</td></tr>", checked.text)
+    assert error_row and error_row.group(1) == "3" and error_row.group(2) == "Von Datensatz" and "Niemand" in error_row.group(3)
+    assert "Import now</button>" in checked.text and " disabled>" in checked.text
+    assert _connections(ui) == []
+
+    # The corrected file: checked, then imported in the background.
+    good = bad.replace("Niemand".encode("cp1252"), "Erika Mustermann".encode("cp1252"))
+    uploaded = ui.post("/e/contact/import", data={"csrf_token": ui_admin, "target": "_connections"},
+                       files={"file": ("verbindungen.csv", good, "text/csv")}, follow_redirects=False)
+    job_id = uploaded.headers["location"].rsplit("/", 1)[1]
+    checked = ui.post(f"/e/contact/import/{job_id}/check", data=mapping)
+    assert "Connections: 2 would be created" in checked.text and _connections(ui) == []
+    started = ui.post(f"/e/contact/import/{job_id}/run", data={"csrf_token": ui_admin}, follow_redirects=False)
+    assert started.status_code == 303
+    deadline = time.monotonic() + 30
+    while 'data-state="done"' not in (fragment := ui.get(f"/e/contact/import/{job_id}/status", headers={"HX-Request": "true"}).text):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert "Connections: 2 created" in fragment
+    import datetime as dt
+
+    assert _connections(ui) == [("advisor", "Erika Mustermann", "ACME", None), ("advisor", "Max Muster", "ACME", dt.date(2024, 2, 1))]
+    # In German: the choice and the target's column labels.
+    ui.post("/language", data={"csrf_token": ui_admin, "language": "de", "next": "/"})
+    german = ui.get("/e/contact/import").text
+    assert "Importieren in" in german and '<option value="_connections">Verbindungen</option>' in german
+    uploaded = ui.post("/e/contact/import", data={"csrf_token": ui_admin, "target": "_connections"},
+                       files={"file": ("v.csv", good, "text/csv")}, follow_redirects=False)
+    assert "Von Datensatz (from)" in ui.get(uploaded.headers["location"]).text

@@ -4,7 +4,10 @@ The board reads through RecordService with the list's filter language (the
 same query string as the list page), one column per option plus one for "no
 value". Moving a card is an ordinary update (RecordService.update with the
 card's version), so validation, permissions, the audit trail and version
-conflicts work as in a form. Only cards the user may update get move controls
+conflicts work as in a form; on a state machine's field (the deal's stage)
+the statemachine plugin takes the transition leading to the column or refuses
+the move, and the board explains a missing transition in the user's language.
+Only cards the user may update get move controls
 (a labelled select and a button, which drag and drop in ui.js also uses).
 """
 
@@ -178,7 +181,8 @@ async def move_card(request: Request[Any, Any, Any], entity: FromPath[str], reco
         record = await service.update(record_id, {board.field.name: value}, expected_version=version)
     except ValidationFailed as error:
         status = 422
-        message = "; ".join(p.message for p in error.problems) or page.t.gettext("The card's version is missing.")
+        message = ((version is not None and _no_transition(page, board, before, value))
+                   or "; ".join(p.message for p in error.problems) or page.t.gettext("The card's version is missing."))
         message = page.t.gettext("Not moved: %(reason)s", reason=message)
     except VersionConflict:
         status, message = 409, page.t.gettext("Not moved: someone else changed this record meanwhile. Reload the board to see the current state.")
@@ -205,6 +209,37 @@ async def move_card(request: Request[Any, Any, Any], entity: FromPath[str], reco
         announcement=page.t.gettext("%(name)s moved to %(column)s.", name=name, column=new["label"]), **board.context())
     response.headers.update({"HX-Retarget": f"#cards-{new['key']}", "HX-Reswap": "afterbegin"})
     return response
+
+
+def _no_transition(page: Page, board: _Board, before: dict[str, Any], value: Any) -> str | None:
+    """For a refused move: why, in the user's language, when no transition of the state machine leads there.
+
+    The move itself is an ordinary update (RecordService: permissions, the
+    version, validation, then the statemachine plugin, which takes the
+    transition leading to the new column or vetoes the write). The plugin's
+    veto is English; this names both states by their labels and the
+    transitions possible from the card's state. A guard that fails (role,
+    condition, missing field) keeps the plugin's message (None here).
+    """
+    try:
+        from xrm.builtins.statemachine.machine import machine_of
+    except ImportError:  # the plugin is not installed: no machine to explain
+        return None
+    machine = machine_of(board.entity.definition)
+    source = before.get(board.field.name)
+    if (machine is None or machine.field != board.field.name or source is None or value == source
+            or value not in machine.states):
+        return None
+    if any(t.leaves(source) and t.target == value for t in machine.transitions):
+        return None
+    definition, t, language = board.entity.definition, page.t, page.language
+    roles = set(page.principal.roles)
+    possible = [f"{tr.title(language)} (→ {machine.state_label(definition, tr.target, language)})" for tr in machine.transitions
+                if tr.leaves(source) and tr.target != source and (not tr.roles or roles & set(tr.roles))]
+    return t.gettext("there is no transition from %(source)s to %(target)s. Possible from here: %(possible)s.",
+                     source=machine.state_label(definition, source, language),
+                     target=machine.state_label(definition, value, language),
+                     possible=", ".join(possible) or t.gettext("no transition is possible"))
 
 
 async def _count(board: _Board, column: dict[str, Any]) -> int:

@@ -14,6 +14,11 @@
    apply, the audit trail names them); the page polls a small fragment every
    second until it is done.
 
+Step 1 also asks what to import: the entity's records, or what a plugin
+imports next to them (xrm_import_targets: the entity's links, connections);
+then the mapping offers that target's columns, and the check and the import
+run that target (links and connections are all or nothing).
+
 A job belongs to the user who uploaded it (anyone else gets 404). The folder
 is deleted after the import, and any folder older than KEEP_SECONDS is
 deleted at the next upload. Progress lives in this process's memory (with
@@ -41,7 +46,8 @@ from xrm.errors import NotFound, XrmError
 from xrm.records.principal import Principal
 from xrm.runtime import Platform
 from xrm.transfer import import_file
-from xrm.transfer.importer import ColumnMapper, Target
+from xrm.plugins import ImportTarget, get_plugin_manager
+from xrm.transfer.importer import ColumnMapper, Target, normalise
 from xrm.transfer.sources import count_rows, open_source
 
 from .context import Page, page_of
@@ -112,10 +118,10 @@ def _save(folder: Path, meta: dict[str, Any]) -> None:
     (folder / "job.json").write_text(json.dumps(meta), "utf-8")
 
 
-def _authorized(page: Page, entity: str) -> Any:
-    """The entity, if the user may create its records (403 otherwise)."""
+def _authorized(page: Page, entity: str, target: str | None = None) -> Any:
+    """The entity, if the user may create its records, or (importing links or connections, `target`) change them (403 otherwise)."""
     compiled = page.platform.registry.get(entity)
-    page.records(entity).policy.authorize(page.principal, entity, "create")
+    page.records(entity).policy.authorize(page.principal, entity, "update" if target else "create")
     if page.principal.read_only:
         from xrm.errors import PermissionDenied
 
@@ -123,13 +129,50 @@ def _authorized(page: Page, entity: str) -> Any:
     return compiled
 
 
+def _targets(page: Page, entity: str) -> dict[str, ImportTarget]:
+    """What plugins import from this entity's import page (its links, connections), by name."""
+    return {name: t for name, t in get_plugin_manager().import_targets(page.platform.registry).items() if t.entity in (None, entity)}
+
+
+def _target_of(page: Page, entity: str, meta: dict[str, Any]) -> ImportTarget | None:
+    name = meta.get("target")
+    if not name:
+        return None
+    found = _targets(page, entity).get(name)
+    if found is None:
+        raise NotFound(page.t.gettext("This import is gone (finished, or older than an hour). Please upload the file again."))
+    return found
+
+
+def _target_label(page: Page, target: ImportTarget | None) -> str:
+    return (target.label.get(page.language) or target.label.get("en") or target.name) if target else ""
+
+
 # -- step 1: upload --------------------------------------------------------------------
 @get("/e/{entity:str}/import")
 async def upload_form(request: Request[Any, Any, Any], entity: FromPath[str]) -> Template:
     page = await page_of(request)
-    compiled = _authorized(page, entity)
+    compiled = _page_entity(page, entity)
     return page.render("ui/import/upload.html", entity=compiled, current_entity=entity, error="", step=1,
-                       max_mb=UPLOAD_MAX_BYTES // (1024 * 1024))
+                       max_mb=UPLOAD_MAX_BYTES // (1024 * 1024), targets=_target_choices(page, entity), chosen_target="")
+
+
+def _page_entity(page: Page, entity: str) -> Any:
+    """The upload page is for users who may create the entity's records or change them (links, connections)."""
+    try:
+        return _authorized(page, entity)
+    except XrmError:
+        if not _targets(page, entity):
+            raise
+        return _authorized(page, entity, target="any")
+
+
+def _target_choices(page: Page, entity: str) -> list[tuple[str, str]]:
+    """("", the records) if the user may create them, then each plugin target: (name, label)."""
+    choices = []
+    if page.records(entity).policy_scope("create") != "none":
+        choices.append(("", page.t.gettext("Records: %(entities)s", entities=page.label(page.platform.registry.get(entity), plural=True))))
+    return choices + [(name, _target_label(page, t)) for name, t in _targets(page, entity).items()]
 
 
 @post("/e/{entity:str}/import", status_code=303, request_max_body_size=UPLOAD_MAX_BYTES + 64 * 1024)
@@ -144,13 +187,17 @@ async def upload(request: Request[Any, Any, Any], entity: FromPath[str]) -> Resp
             "p": None, "_": t.gettext, "language": t.language, "title": t.gettext("The file is too large"),
             "detail": t.gettext("Files of up to %(size)d MB can be imported here.", size=UPLOAD_MAX_BYTES // (1024 * 1024))})
     page = await page_of(request)  # checks the CSRF token (form field)
-    compiled = _authorized(page, entity)
+    form = await request.form()
+    target = str(form.get("target") or "")
+    if target and target not in _targets(page, entity):
+        target = ""
+    compiled = _authorized(page, entity, target or None)
 
     def again(message: str) -> Template:
         return page.render("ui/import/upload.html", status_code=422, entity=compiled, current_entity=entity, error=message,
-                           step=1, max_mb=UPLOAD_MAX_BYTES // (1024 * 1024))
+                           step=1, max_mb=UPLOAD_MAX_BYTES // (1024 * 1024), targets=_target_choices(page, entity), chosen_target=target)
 
-    file = (await request.form()).get("file")
+    file = form.get("file")
     if not isinstance(file, UploadFile) or not file.filename:
         return again(page.t.gettext("Choose a CSV file to upload."))
     data = await file.read(UPLOAD_MAX_BYTES + 1)
@@ -174,14 +221,16 @@ async def upload(request: Request[Any, Any, Any], entity: FromPath[str]) -> Resp
     except XrmError as error:
         shutil.rmtree(folder, ignore_errors=True)
         return again(page.t.gettext("The file cannot be read as CSV: %(reason)s", reason=describe_error(error)))
-    _save(folder, {"user_id": str(page.principal.id), "entity": entity, "filename": Path(file.filename).name[:200],
+    _save(folder, {"user_id": str(page.principal.id), "entity": entity, "target": target, "filename": Path(file.filename).name[:200],
                    "encoding": encoding, "delimiter": delimiter, "columns": columns, "created": time.time()})
     return Redirect(f"/e/{entity}/import/{job_id}", status_code=303)
 
 
 # -- step 2: mapping ---------------------------------------------------------------------
-def _choices(page: Page, entity: str) -> list[tuple[str, str]]:
-    """What a column can fill: the record id, each field the user may write, a currency field's code."""
+def _choices(page: Page, entity: str, target: ImportTarget | None = None) -> list[tuple[str, str]]:
+    """What a column can fill: the record id, each field the user may write, a currency field's code (or the target's columns)."""
+    if target is not None:
+        return [(name, f"{labels.get(page.language) or labels.get('en') or name} ({name})") for name, labels in target.columns.items()]
     service = page.records(entity)
     choices = [("id", page.t.gettext("Record id"))]
     for name, f in service.visible_fields.items():
@@ -202,8 +251,15 @@ def _target_name(target: Target | None) -> str:
     return f"{target.field}_currency" if target.role == "currency" else target.field
 
 
-def _suggested(page: Page, compiled: Any, columns: list[str]) -> list[str]:
+def _suggested(page: Page, compiled: Any, columns: list[str], target: ImportTarget | None = None) -> list[str]:
     """The importer's own choice per column (name, then en/de label), as it would map the file unaided."""
+    if target is not None:
+        names = {normalise(text): name for name, labels in target.columns.items() for text in (name, *labels.values())}
+        chosen: list[str] = []
+        for column in columns:
+            found = names.get(normalise(column), "")
+            chosen.append(found if found not in chosen else "")
+        return chosen
     mapper = ColumnMapper(compiled.definition, None)
     return [_target_name(mapper.target(index, column)) for index, column in enumerate(columns)]
 
@@ -226,28 +282,30 @@ def _samples(folder: Path, meta: dict[str, Any]) -> list[list[str]]:
 
 def _mapping_page(page: Page, compiled: Any, job_id: str, folder: Path, meta: dict[str, Any], *,
                   chosen: list[str] | None = None, error: str = "", status: int = 200) -> Template:
-    choices = _choices(page, compiled.name)
+    target = _target_of(page, compiled.name, meta)
+    choices = _choices(page, compiled.name, target)
     allowed = {value for value, _ in choices}
     if chosen is None:
         stored = meta.get("mapping")
         if stored is not None:
             chosen = [stored.get(column) or "" for column in meta["columns"]]
         else:
-            chosen = [c if c in allowed else "" for c in _suggested(page, compiled, meta["columns"])]
+            chosen = [c if c in allowed else "" for c in _suggested(page, compiled, meta["columns"], target)]
     delimiter = {",": page.t.gettext("comma"), ";": page.t.gettext("semicolon"), "\t": page.t.gettext("tab")}.get(
         meta["delimiter"], meta["delimiter"])
     return page.render(
         "ui/import/mapping.html", status_code=status, entity=compiled, current_entity=compiled.name, job_id=job_id, step=2,
         meta=meta, delimiter=delimiter, columns=list(zip(meta["columns"], chosen, _samples(folder, meta))), choices=choices,
-        number_formats=NUMBER_FORMATS, error=error,
+        number_formats=NUMBER_FORMATS, error=error, target_label=_target_label(page, target),
     )
 
 
 @get("/e/{entity:str}/import/{job_id:str}")
 async def mapping_form(request: Request[Any, Any, Any], entity: FromPath[str], job_id: FromPath[str]) -> Template:
     page = await page_of(request)
-    compiled = _authorized(page, entity)
+    _page_entity(page, entity)  # before the job is looked at: 403, not 404, for a user who may import nothing here
     folder, meta = _load(page, entity, job_id)
+    compiled = _authorized(page, entity, meta.get("target") or None)
     return _mapping_page(page, compiled, job_id, folder, meta)
 
 
@@ -259,10 +317,12 @@ def _options(meta: dict[str, Any]) -> dict[str, Any]:
 @post("/e/{entity:str}/import/{job_id:str}/check", status_code=200)
 async def dry_run(request: Request[Any, Any, Any], entity: FromPath[str], job_id: FromPath[str]) -> Template:
     page = await page_of(request)
-    compiled = _authorized(page, entity)
+    _page_entity(page, entity)  # before the job is looked at: 403, not 404, for a user who may import nothing here
     folder, meta = _load(page, entity, job_id)
+    compiled = _authorized(page, entity, meta.get("target") or None)
+    target = _target_of(page, entity, meta)
     form = await request.form()
-    allowed = {value for value, _ in _choices(page, entity)}
+    allowed = {value for value, _ in _choices(page, entity, target)}
     chosen = []
     for index in range(len(meta["columns"])):
         value = form.get(f"map.{index}")
@@ -275,14 +335,14 @@ async def dry_run(request: Request[Any, Any, Any], entity: FromPath[str], job_id
     _save(folder, meta)
     try:
         report = await import_file(
-            page.platform.db, page.platform.registry, entity, folder / "upload.csv", format="csv",
+            page.platform.db, page.platform.registry, meta.get("target") or entity, folder / "upload.csv", format="csv",
             encoding=meta["encoding"], delimiter=meta["delimiter"], principal=page.principal, policy=page.platform.policy,
             dry_run=True, **_options(meta),
         )
     except XrmError as error:
         return _mapping_page(page, compiled, job_id, folder, meta, chosen=chosen, error=describe_error(error), status=422)
     return page.render("ui/import/check.html", entity=compiled, current_entity=entity, job_id=job_id, step=3, meta=meta,
-                       report=report, errors=report.errors[:SHOWN_ERRORS])
+                       report=report, errors=report.errors[:SHOWN_ERRORS], target_label=_target_label(page, target))
 
 
 # -- step 4: import with progress ------------------------------------------------------------------
@@ -293,7 +353,7 @@ async def _run(job_id: str, state: dict[str, Any], platform: Platform, principal
 
     try:
         report = await import_file(
-            platform.db, platform.registry, entity, folder / "upload.csv", format="csv", encoding=meta["encoding"],
+            platform.db, platform.registry, meta.get("target") or entity, folder / "upload.csv", format="csv", encoding=meta["encoding"],
             delimiter=meta["delimiter"], principal=principal, policy=platform.policy, progress=progress, **_options(meta),
         )
         state.update(rows=report.rows, created=report.created, updated=report.updated, skipped=report.skipped,
@@ -311,15 +371,17 @@ async def _run(job_id: str, state: dict[str, Any], platform: Platform, principal
 @post("/e/{entity:str}/import/{job_id:str}/run", status_code=303)
 async def start_import(request: Request[Any, Any, Any], entity: FromPath[str], job_id: FromPath[str]) -> Response[Any]:
     page = await page_of(request)
-    _authorized(page, entity)
+    _page_entity(page, entity)
     if job_id in _jobs and _jobs[job_id]["user_id"] == str(page.principal.id):
         return Redirect(f"/e/{entity}/import/{job_id}/progress", status_code=303)  # started already (a second click)
     folder, meta = _load(page, entity, job_id)
+    _authorized(page, entity, meta.get("target") or None)
+    target = _target_of(page, entity, meta)
     if meta.get("mapping") is None:
         return Redirect(f"/e/{entity}/import/{job_id}", status_code=303)
     total = await asyncio.to_thread(count_rows, folder / "upload.csv", "csv", encoding=meta["encoding"], delimiter=meta["delimiter"])
     state: dict[str, Any] = {"user_id": str(page.principal.id), "entity": entity, "rows": 0, "total": total, "done": False,
-                             "filename": meta.get("filename", "")}
+                             "filename": meta.get("filename", ""), "target_label": _target_label(page, target)}
     _jobs[job_id] = state
     task = asyncio.create_task(_run(job_id, state, page.platform, page.principal, entity, folder, meta))
     _tasks.add(task)

@@ -172,7 +172,7 @@ _IMPORT_PARAMETERS: list[dict[str, Any]] = [
 ]
 
 
-def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
+def _entity_paths(entity: CompiledEntity, registry: Registry) -> dict[str, Any]:
     name, label = entity.name, entity.definition.label()
     tag = [label]
     record_id = {"name": "record_id", "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
@@ -186,8 +186,15 @@ def _entity_paths(entity: CompiledEntity) -> dict[str, Any]:
     filter_params = [_filter_parameter(target) for target in targets if "eq" in operators_of(target)]
     sortable = [t.name for t in targets if is_sortable(t)]
     references = [field for field, f in entity.fields.items() if f.type.name == "reference" and f"{field}_expanded" not in entity.fields]
+    from ..plugins import get_plugin_manager
+
+    offered = {n: e for n, e in get_plugin_manager().expansions(entity.name, registry).items()
+               if n not in entity.fields and f"{n}_expanded" not in entity.fields}
     selectable = list(_SYSTEM_PROPERTIES) + list(entity.fields)
-    expand = [_name_list("expand", references, "Reference fields whose records to include as <field>_expanded (one level)")] if references else []
+    expand_help = "Reference fields whose records to include as <field>_expanded (one level)"
+    if offered:
+        expand_help += "; also, as <name>_expanded lists: " + "; ".join(f"{n} ({e.description})" if e.description else n for n, e in offered.items())
+    expand = [_name_list("expand", references + list(offered), expand_help)] if references or offered else []
     list_params = [
         {"name": "q", "in": "query", "schema": {"type": "string", "pattern": _NO_NUL}, "description": "Full-text search over the search fields"},
         {"name": "sort", "in": "query", "schema": {"type": "string", "pattern": _list_pattern(sortable, "-?")},
@@ -410,7 +417,7 @@ def build_openapi(registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for entity in registry:
         schemas.update(_entity_components(entity))
-        paths.update(_entity_paths(entity))
+        paths.update(_entity_paths(entity, registry))
         paths.update(record_share_paths(entity.name, entity.definition.label()))
     paths.update(_meta_paths())
     paths.update(_audit_paths())

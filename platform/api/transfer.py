@@ -18,8 +18,8 @@ from litestar.response import Stream
 
 from ..errors import Problem, pointer
 from ..transfer.exporter import iter_export
-from ..transfer.importer import import_file
-from .common import platform_of
+from ..transfer.importer import import_file, import_target
+from .common import platform_of, principal_of
 from .problems import BadRequest, json_response
 from .records import list_arguments, record_service
 
@@ -62,8 +62,16 @@ def _mapping(text: str | None) -> dict[str, str | None] | None:
 
 @post("/api/v1/{entity:str}/_import", status_code=200, request_max_body_size=IMPORT_MAX_BYTES)
 async def import_upload(request: Request[Any, Any, Any], entity: FromPath[str]) -> Response[bytes]:
-    """The body is the file (CSV or JSON Lines); options are query parameters."""
-    service = await record_service(request, entity)
+    """The body is the file (CSV or JSON Lines); options are query parameters.
+
+    `entity` may also name what a plugin imports (xrm_import_targets), e.g. `_connections` or `project.members`.
+    """
+    platform = platform_of(request)
+    if import_target(platform.registry, entity) is not None:
+        principal, policy = await principal_of(request), platform.policy
+    else:
+        service = await record_service(request, entity)
+        principal, policy = service.principal, service.policy
     params = request.query_params
     unknown = [key for key in params.keys() if key not in _IMPORT_OPTIONS]
     if unknown:
@@ -82,7 +90,6 @@ async def import_upload(request: Request[Any, Any, Any], entity: FromPath[str]) 
             "".encode(encoding)
         except (LookupError, ValueError):
             raise BadRequest("Invalid query parameter", [Problem("/encoding", f"unknown encoding {encoding!r}")]) from None
-    platform = platform_of(request)
     with tempfile.TemporaryFile() as upload:
         size = 0
         async for chunk in request.stream():
@@ -99,8 +106,8 @@ async def import_upload(request: Request[Any, Any, Any], entity: FromPath[str]) 
             format=file_format,  # type: ignore[arg-type]
             encoding=encoding,
             delimiter=delimiter,
-            principal=service.principal,
-            policy=service.policy,
+            principal=principal,
+            policy=policy,
             mapping=_mapping(params.get("mapping")),
             upsert_key=params.get("upsert_key") or None,
             dry_run=dry_run,

@@ -284,6 +284,9 @@ CREATE TABLE IF NOT EXISTS xrm_sys.connection_role (
     created_at      timestamptz NOT NULL DEFAULT now(),
     created_by      uuid
 );
+-- A role a plugin declares (xrm_relationship_types) names that plugin: it is
+-- created and updated at start-up, and cannot be deleted while the plugin is loaded.
+ALTER TABLE xrm_sys.connection_role ADD COLUMN IF NOT EXISTS plugin text;
 -- One generic table for many-to-many links (kind 'link', name = the link declared
 -- in the source entity's x-xrm links) and any-to-any connections (kind
 -- 'connection', name = a connection role). Rows point at records of any entity,
@@ -380,6 +383,22 @@ CREATE TABLE IF NOT EXISTS xrm_sys.mail_outbox (
     created_at timestamptz NOT NULL DEFAULT now(),
     sent_at    timestamptz
 );
+-- A user's e-mail address, for mail to a record's owner (automations' send_email to_owner; reminders).
+ALTER TABLE xrm_sys.app_user ADD COLUMN IF NOT EXISTS email text CHECK (email ~ '^[^@\s]+@[^@\s]+$' AND length(email) <= 254);
+-- In-app notifications (the automations' notify action, e.g. activity reminders): one row per user,
+-- shown on /notifications until the user dismisses it.
+CREATE TABLE IF NOT EXISTS xrm_sys.notification (
+    id           bigserial PRIMARY KEY,
+    user_id      uuid NOT NULL REFERENCES xrm_sys.app_user (id) ON DELETE CASCADE,
+    automation   text,
+    entity       text,
+    record_id    uuid,
+    title        text NOT NULL,
+    body         text NOT NULL DEFAULT '',
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    dismissed_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS notification_open ON xrm_sys.notification (user_id, id) WHERE dismissed_at IS NULL;
 -- ===== end of the jobs and automations block =====
 
 -- Definition files (entity_schemas/, plugins) as last applied at start: a file is applied again
@@ -390,3 +409,34 @@ CREATE TABLE IF NOT EXISTS xrm_sys.startup_definition (
     source     text,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+-- ===== The assistant's vector index (xrm.assistant.index; docs/assistant.md) =====
+-- One vector per record of a searchable entity. The column has no fixed
+-- dimension (the model decides); each entity's HNSW index casts to it. A schema
+-- of its own, which the application may create those indexes in (not xrm_sys).
+CREATE SCHEMA IF NOT EXISTS xrm_index;
+CREATE TABLE IF NOT EXISTS xrm_index.record_embedding (
+    entity     text NOT NULL,
+    record_id  uuid NOT NULL,
+    text_hash  bytea NOT NULL,
+    embedding  vector NOT NULL,
+    indexed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (entity, record_id)
+);
+-- Which model the vectors come from (one row).
+CREATE TABLE IF NOT EXISTS xrm_sys.embedding_model (
+    singleton  boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    model      text NOT NULL,
+    dimensions integer NOT NULL
+);
+-- The index follows the outbox from install time on (older records: xrm reindex).
+INSERT INTO xrm_sys.automation_cursor (consumer, horizon)
+VALUES ('assistant_index', pg_snapshot_xmin(pg_current_snapshot())) ON CONFLICT (consumer) DO NOTHING;
+-- The assistant's conversations: each user's questions and the answers they got (docs/assistant.md).
+CREATE TABLE IF NOT EXISTS xrm_sys.assistant_message (
+    id       bigserial PRIMARY KEY,
+    user_id  uuid NOT NULL,
+    asked_at timestamptz NOT NULL DEFAULT now(),
+    question text NOT NULL,
+    answer   jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS assistant_message_by_user ON xrm_sys.assistant_message (user_id, id);

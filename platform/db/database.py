@@ -218,6 +218,9 @@ DO $$ DECLARE sequence_name text := pg_get_serial_sequence('xrm_sys.audit_log', 
 BEGIN
     EXECUTE format('REVOKE UPDATE ON SEQUENCE %s FROM {APP_ROLE}', sequence_name);
 END $$;
+-- The assistant's index belongs to the application: it adds an HNSW index per entity (xrm.assistant.index).
+GRANT USAGE, CREATE ON SCHEMA xrm_index TO {APP_ROLE};
+ALTER TABLE xrm_index.record_embedding OWNER TO {APP_ROLE};
 -- Entity tables (and archived ones) belong to the application, which changes their schema.
 DO $$ DECLARE t record;
 BEGIN

@@ -764,8 +764,8 @@ def field_selection(entity: Any, fields: Any, system_fields: Sequence[str], prob
     return names
 
 
-def expand_selection(entity: Any, expand: Any, problems: list[Problem]) -> list[str]:
-    """Reference fields whose records to add as "<field>_expanded"."""
+def expand_selection(entity: Any, expand: Any, problems: list[Problem], others: Sequence[str] = ()) -> list[str]:
+    """Reference fields (and `others`: what plugins offer, e.g. links) whose records to add as "<name>_expanded"."""
     if expand is None:
         return []
     if isinstance(expand, str):
@@ -777,8 +777,14 @@ def expand_selection(entity: Any, expand: Any, problems: list[Problem]) -> list[
     for index, name in enumerate(expand):
         at = pointer("expand", index)
         f = entity.fields.get(name) if isinstance(name, str) else None
-        if f is None:
-            problems.append(Problem(at, f"unknown field {_shown(name)}"))
+        if f is None and name in others:
+            if f"{name}_expanded" in entity.fields:
+                problems.append(Problem(at, f"{name}: cannot be expanded, the entity has a field {name}_expanded"))
+            elif name not in names:
+                names.append(name)
+        elif f is None:
+            offered = [n for n, g in entity.fields.items() if g.type.name == "reference"] + [n for n in others if n not in entity.fields]
+            problems.append(Problem(at, f"unknown field {_shown(name)}" + (f"; expandable: {', '.join(offered)}" if offered else "")))
         elif f.type.name != "reference":
             problems.append(Problem(at, f"{name}: only reference fields can be expanded, this is {_target(entity, name).described}"))
         elif f"{name}_expanded" in entity.fields:

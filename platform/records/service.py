@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from typing import Any
 
 import asyncpg
 
-from ..db.database import Database, json_dumps
+from ..db.database import Database
+from ..events import emit
 from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, Veto, VersionConflict, pointer
 from ..identifiers import quote_ident, short_name
 from ..registry import SYSTEM_FIELDS, CompiledEntity, Registry
@@ -26,12 +26,13 @@ from ..schema.ddl import object_name, unique_index_name
 from ..schema.definition import FieldDefinition
 from . import query
 from ..audit import AuditEntry, AuditLog, field_changes
+from .aggregate import compile_request as compile_aggregate
 from .policy import OpenPolicy, Policy, RowPartition, field_access
 from .principal import Principal
 from .query import Condition
 from .. import plugins
 
-__all__ = ["Page", "RecordService"]
+__all__ = ["AggregateResult", "Page", "RecordService"]
 
 BATCH_LIMIT = 1000
 """Rows per INSERT statement in create_many (larger inputs are chunked)."""
@@ -46,6 +47,19 @@ class Page:
     """Every matching record (with_total=True), else None; with total_limit at most that many."""
     total_capped: bool = False
     """True when more records match than total_limit: total is then a lower bound ("10,000+")."""
+
+
+@dataclass(frozen=True)
+class AggregateResult:
+    """What RecordService.aggregate returns: one row per group, keys "field"/"field:bucket" and "op:field"."""
+
+    groups: list[str]
+    measures: list[str]
+    rows: list[dict[str, Any]]
+    labels: dict[str, dict[Any, str]]
+    """Per reference group: id -> display value of the referenced records the principal may read."""
+    truncated: bool = False
+    """More groups than the limit matched."""
 
 
 class RecordService:
@@ -127,7 +141,8 @@ class RecordService:
             for index, name in enumerate(selected):
                 if isinstance(name, str) and name in hidden:
                     problems.append(Problem(pointer("fields", index), _HIDDEN.format(name=name, what="selected")))
-        expanded = query.expand_selection(self.entity, expand, problems)
+        offered = self._expansions() if expand else {}
+        expanded = query.expand_selection(self.entity, expand, problems, list(offered))
         if hidden and expanded:
             wanted = [p.strip() for p in expand.split(",") if p.strip()] if isinstance(expand, str) else expand
             for index, name in enumerate(wanted):
@@ -138,7 +153,7 @@ class RecordService:
             raise ValidationFailed(self.name, problems)
         limit = max(1, min(int(limit), 1000))
 
-        columns = self._page_columns(names, keys, expanded)
+        columns = self._page_columns(names, keys, [n for n in expanded if n in self.entity.fields])
         if partition is not None and not _walks_owner_index(keys):
             conditions.insert(0, partition.predicate)
             partition = None
@@ -192,9 +207,29 @@ class RecordService:
             last = page_rows[-1]
             next_cursor = query.encode_cursor(keys, [last[k.column] for k in keys])
         for name in expanded:
-            await self._expand(name, page_rows, records)
+            if name in self.entity.fields:
+                await self._expand(name, page_rows, records)
+            else:  # a plugin's (links, connections): one load per page, through this service's principal
+                loaded = await plugins.await_me_maybe(offered[name].load(service=self, ids=[row["id"] for row in page_rows])) if page_rows else {}
+                for record in records:
+                    record[f"{name}_expanded"] = loaded.get(record["id"], [])
         capped = total_limit is not None and total is not None and total > total_limit
         return Page(records, next_cursor, total_limit if capped else total, capped)
+
+    def _expansions(self) -> dict[str, Any]:
+        """What plugins offer to `expand` here (xrm_record_expansions); a field's name stays the field's."""
+        offered = plugins.get_plugin_manager().expansions(self.name, self.registry)
+        return {name: item for name, item in offered.items() if name not in self.entity.fields}
+
+    async def read_many(self, ids: Sequence[Any]) -> dict[uuid.UUID, dict[str, Any]]:
+        """Live records by id that the principal may read (as `get` shows them), in one query; the others are absent."""
+        keys = []
+        for value in ids:
+            try:
+                keys.append(_as_uuid(value))
+            except NotFound:
+                continue  # not an id: no record has it
+        return await self._read_many(list(dict.fromkeys(keys))) if keys else {}
 
     async def allowed_actions(self, record_id: Any, actions: Sequence[str] = ("update", "delete", "share", "assign")) -> set[str]:
         """Which of `actions` the principal may take on this record (for showing only the buttons that work).
@@ -235,6 +270,73 @@ class RecordService:
             return await connection.fetchval(
                 _count_sql(self.entity.table, " AND ".join(f"({c})" for c in conditions), limit), *params
             )
+
+    async def aggregate(
+        self,
+        *,
+        group_by: Sequence[Any] = (),
+        measures: Sequence[Any] = ("count",),
+        where: Mapping[str, Any] | Sequence[Condition] | None = None,
+        search: str | None = None,
+        order_by: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AggregateResult:
+        """Grouped counts, sums, averages, minima, maxima over the permitted records (see xrm.records.aggregate).
+
+        One statement whose WHERE starts with the read predicate, so no number
+        ever includes a record the principal could not open. Groups over a
+        reference field get the referenced records' display values in
+        `labels` (only of those the principal may read).
+        """
+        self.policy.authorize(self.principal, self.name, "read")
+        problems: list[Problem] = []
+        params: list[Any] = []
+        conditions = self._conditions(where, search, False, params, problems)
+        compiled = compile_aggregate(self.entity, group_by, measures, order_by, limit, self.hidden_fields, problems)
+        if problems or compiled is None:
+            raise ValidationFailed(self.name, problems)
+        select = ", ".join(f"{expression} AS {quote_ident(key)}" for key, expression, _ in compiled.columns)
+        grouped = f" GROUP BY {', '.join(compiled.group_sql)}" if compiled.group_sql else ""
+        sql = (f"SELECT {select} FROM {self.entity.table} WHERE {' AND '.join(f'({c})' for c in conditions)}"
+               f"{grouped}{' ORDER BY ' + compiled.order_sql if compiled.order_sql else ''} LIMIT {compiled.limit + 1}")
+        async with self.db.connection() as connection:
+            rows = await connection.fetch(sql, *params)
+        result = [{key: row[key] for key, _, _ in compiled.columns} for row in rows[: compiled.limit]]
+        labels: dict[str, dict[Any, str]] = {}
+        for group in compiled.groups:
+            f = self.entity.fields.get(group.field)
+            if f is None or not f.references or group.bucket is not None:
+                continue
+            ids = list({row[group.key] for row in result if row[group.key] is not None})
+            target = RecordService(self.db, self.registry, f.references, self.principal, self.policy)
+            labels[group.key] = await target.display_values(ids) if ids else {}
+        return AggregateResult(
+            groups=compiled.group_keys, measures=[m.key for m in compiled.measures], rows=result,
+            labels=labels, truncated=len(rows) > compiled.limit,
+        )
+
+    def read_conditions(self, params: list[Any]) -> str:
+        """The WHERE that limits a read of this entity's table to the live rows the principal may open.
+
+        For components that write their own SQL over the table (the
+        assistant's hybrid retrieval ranks rows by text and vector similarity
+        with this predicate inside the same statement, so its top-k is full
+        and never holds a record the principal could not open). Refuses like
+        every read when the principal may not read the entity at all.
+        """
+        self.policy.authorize(self.principal, self.name, "read")
+        problems: list[Problem] = []
+        conditions = self._conditions(None, None, False, params, problems)
+        return " AND ".join(f"({c})" for c in conditions)
+
+    async def display_values(self, ids: Sequence[Any]) -> dict[Any, str]:
+        """Display value per id, for the ids among `ids` the principal may read (others are left out)."""
+        if not ids or self.policy_scope("read") == "none":
+            return {}
+        display = self.entity.definition.display_field
+        page = await self.list(where=[Condition("id", "in", [str(i) for i in ids])], fields=[display] if display else None,
+                               limit=len(ids))
+        return {record["id"]: str(record.get(display) or record["id"]) for record in page.records}
 
     def _read_partition(self, params: list[Any]) -> RowPartition | None:
         """The read filter split by owner, when the policy can split it and the owners are few enough to walk one by one."""
@@ -770,15 +872,8 @@ class RecordService:
         return self.entity.record_from_row(row)
 
     async def _event(self, connection: asyncpg.Connection, topic: str, record: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
-        payload = {"version": record["version"], **extra}
-        await connection.execute(
-            "INSERT INTO xrm_sys.outbox (topic, entity, record_id, principal_id, payload) VALUES ($1, $2, $3, $4, $5)",
-            topic,
-            self.name,
-            record["id"],
-            self.principal.id,
-            json.loads(json_dumps(payload)),
-        )
+        await emit(connection, topic, {"version": record["version"], **extra}, entity=self.name, record_id=record["id"],
+                   principal=self.principal)
 
     def _database_problem(self, error: asyncpg.PostgresError, rows: list[Mapping[str, Any]], offset: int | None) -> ValidationFailed:
         """Turn a constraint violation into a field problem (never a server error)."""

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 
 from ..db.database import Database
+from ..events import emit
 from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, XrmError
 from ..records.principal import SYSTEM_PRINCIPAL, Principal
 from ..registry import Registry
@@ -524,10 +525,8 @@ class SecurityService:
                 f"UPDATE {table} SET owner_id = $2, version = version + 1, updated_at = now(), updated_by = $3 "
                 "WHERE id = $1 RETURNING id, owner_id, version", key, owner, self.actor.id,
             )
-            await tx.connection.execute(
-                "INSERT INTO xrm_sys.outbox (topic, entity, record_id, principal_id, payload) VALUES ('record.assigned', $1, $2, $3, $4)",
-                entity, key, self.actor.id, {"version": row["version"], "owner_id": str(owner)},
-            )
+            await emit(tx.connection, "record.assigned", {"version": row["version"], "owner_id": str(owner)},
+                       entity=entity, record_id=key, principal=self.actor)
             # The owner change in the shape of a field change (xrm.audit.field_changes), even when it stays the same.
             owner_change = {"owner_id": {"old": None if previous is None else str(previous), "new": str(owner)}}
             await self._changed(tx.connection, "security.assigned", {"user": user, "team": team},

@@ -24,6 +24,7 @@ from typing import IO, Any
 import asyncpg
 
 from ..db.database import Database
+from ..plugins import ImportTarget, await_me_maybe, get_plugin_manager
 from ..errors import NotFound, PermissionDenied, Problem, ValidationFailed, XrmError
 from ..records.policy import Policy
 from ..records.principal import SYSTEM_PRINCIPAL, Principal
@@ -34,7 +35,7 @@ from .coerce import CoercionError, CoercionOptions, NumberFormat, coerce_value
 from .lookup import ReferenceResolver, find_by_values
 from .sources import _EXTRA, _INVALID, Format, RecordsSource, Source, open_source
 
-__all__ = ["ApproximateMatch", "ImportReport", "RowError", "import_file", "import_records"]
+__all__ = ["ApproximateMatch", "ImportReport", "RowError", "import_file", "import_records", "import_target"]
 
 CHUNK_SIZE = 500
 MAX_STORED_ERRORS = 10_000
@@ -701,12 +702,28 @@ async def import_file(
     Options: mapping, upsert_key, dry_run, default_currency, timezone,
     number_format ("auto", "de", "en"), date_format, chunk_size, max_errors.
     """
+    if entity not in registry:
+        target = import_target(registry, entity)
+        if target is not None:
+            opened = open_source(source, format, encoding=encoding, delimiter=delimiter)
+            try:
+                return await await_me_maybe(target.run(db=db, registry=registry, source=opened, principal=principal,
+                                                       policy=policy, options=_options(options)))
+            finally:
+                opened.close()
     importer = Importer(db, registry, entity, principal, policy, _options(options), progress)
     opened = open_source(source, format, encoding=encoding, delimiter=delimiter)
     try:
         return await importer.run(opened)
     finally:
         opened.close()
+
+
+def import_target(registry: Registry, name: str) -> ImportTarget | None:
+    """What a plugin imports under `name` (xrm_import_targets: links, connections), when it is not an entity."""
+    if name in registry:
+        return None
+    return get_plugin_manager().import_targets(registry).get(name)
 
 
 async def import_records(

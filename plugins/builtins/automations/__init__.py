@@ -2,10 +2,13 @@
 
 Automations are declared in entity definitions (`x-xrm` keyword
 `automations`) or created by admins (web UI /admin/automations, API
-/api/v1/admin/automations). Triggers: record created, updated (with changed
-fields and a condition), workflow transition, date reached, schedule. Actions
-are workflow actions (xrm_workflow_actions): the built-in set_fields,
-create_related, assign_owner, send_email and webhook, and any plugin's.
+/api/v1/admin/automations). Triggers are workflow triggers (xrm_workflow_triggers):
+the built-in record created, updated (with changed fields), date reached,
+schedule, the statemachine's transition, and any plugin's (fired by its
+outbox events, xrm.events.emit). Actions are workflow actions
+(xrm_workflow_actions): the built-in set_fields, create_related,
+assign_owner, send_email, webhook and notify (in-app notifications,
+/notifications), and any plugin's.
 A dispatcher turns outbox events into jobs; workers (inside `xrm serve`, or
 `xrm worker`) run them with retries and backoff. See docs/workflows.md.
 """
@@ -22,7 +25,7 @@ from xrm.errors import Problem
 from xrm.plugins import MenuEntry, WorkflowAction, WorkflowTrigger, hookimpl
 
 from .actions import builtin_actions
-from .spec import AUTOMATION_SCHEMA, check_automation
+from .spec import AUTOMATION_SCHEMA, builtin_triggers, check_automation
 
 __all__: list[str] = []
 
@@ -74,13 +77,7 @@ def xrm_workflow_actions() -> list[WorkflowAction]:
 
 @hookimpl
 def xrm_workflow_triggers() -> list[WorkflowTrigger]:
-    return [
-        WorkflowTrigger("created", {"en": "Record created", "de": "Datensatz angelegt"}),
-        WorkflowTrigger("updated", {"en": "Record updated", "de": "Datensatz geändert"}, "optionally: only when given fields changed"),
-        # "transition" (outbox topic workflow.transition) is declared by the statemachine plugin that emits it.
-        WorkflowTrigger("date", {"en": "Date reached", "de": "Datum erreicht"}, "a date or datetime field (plus an offset) is reached"),
-        WorkflowTrigger("schedule", {"en": "Schedule", "de": "Zeitplan"}, "every N minutes or daily at HH:MM (UTC), for records matching the condition"),
-    ]
+    return builtin_triggers()
 
 
 @hookimpl
@@ -114,7 +111,7 @@ def xrm_shutdown(platform: Any) -> Any:
 
 @hookimpl
 def xrm_redact(connection: Any, record_ids: list[Any], needles: list[str]) -> Any:
-    """Erasure: rendered e-mails and job payloads that contain an erased value lose it."""
+    """Erasure: rendered e-mails, notifications and job payloads that contain an erased value lose it."""
 
     async def redact() -> int:
         from xrm.privacy.redaction import REDACTED, like_patterns, redact_text
@@ -127,10 +124,14 @@ def xrm_redact(connection: Any, record_ids: list[Any], needles: list[str]) -> An
             "WHERE lower(array_to_string(recipients, ' ') || ' ' || subject || ' ' || body) LIKE ANY($1::text[])",
             patterns, REDACTED,
         )
+        notes = await connection.execute(
+            "UPDATE xrm_sys.notification SET title = $2, body = $2 WHERE lower(title || ' ' || body) LIKE ANY($1::text[])",
+            patterns, REDACTED,
+        )
         jobs = await connection.fetch("SELECT id, payload FROM xrm_sys.job WHERE lower(payload::text) LIKE ANY($1::text[])", patterns)
         await connection.executemany("UPDATE xrm_sys.job SET payload = $2 WHERE id = $1",
                                      [(job["id"], redact_text(job["payload"], needles)) for job in jobs])
-        return int(mails.split()[-1]) + len(jobs)
+        return int(mails.split()[-1]) + int(notes.split()[-1]) + len(jobs)
 
     return redact()
 
@@ -158,9 +159,11 @@ def xrm_ui_routes() -> list[Any]:
 
 @hookimpl
 def xrm_menu_entries(principal: Any, language: str) -> list[MenuEntry]:
-    if "admin" not in principal.roles:
-        return []
-    return [MenuEntry("Automationen" if language == "de" else "Automations", "/admin/automations", order=60)]
+    # Every user has notifications (reminders and the like, from the notify action); admins also manage automations.
+    entries = [MenuEntry("Benachrichtigungen" if language == "de" else "Notifications", "/notifications", order=55)]
+    if "admin" in principal.roles:
+        entries.append(MenuEntry("Automationen" if language == "de" else "Automations", "/admin/automations", order=60))
+    return entries
 
 
 @click.command("worker")

@@ -60,6 +60,10 @@ class ActionContext:
     """Entities the action's plugin declared it reads (None: any)."""
     writes: frozenset[str] | None = None
     """Entities it declared it writes (None: any)."""
+    user: Mapping[str, Any] = field(default_factory=dict)
+    """The run-as user as templates see it: {"name", "email", "language"}."""
+    owner_of_job: bool = False
+    """The automation runs as each record's owner ("@owner"): this job is for the run-as user alone."""
 
     def records(self, entity: str) -> RecordService:
         """The one door as the run-as user, held to what the action's plugin declared (reads / writes)."""
@@ -72,7 +76,7 @@ class ActionContext:
 
     @property
     def template_context(self) -> dict[str, Any]:
-        return {"record": self.record, "entity": self.entity, "event": dict(self.event)}
+        return {"record": self.record, "entity": self.entity, "event": dict(self.event), "user": dict(self.user)}
 
 
 class _ReadOnly:
@@ -173,10 +177,12 @@ async def _send_email(context: ActionContext, parameters: Mapping[str, Any]) -> 
     """Render the e-mail into the mail outbox and queue a job that sends it (same transaction)."""
     from .engine import enqueue
 
-    values = render({k: parameters[k] for k in ("to", "subject", "body")}, context.template_context)
+    values = render({k: parameters.get(k, "") for k in ("to", "subject", "body")}, context.template_context)
     recipients = [part.strip() for part in str(values["to"]).replace(";", ",").split(",") if part.strip()]
-    if not recipients or any("@" not in r or "\n" in r for r in recipients):
+    if any("@" not in r or "\n" in r for r in recipients) or (not recipients and not parameters.get("to_owner")):
         raise ActionFailed(f"no valid recipient in {values['to']!r}")
+    if parameters.get("to_owner"):
+        recipients += [r for r in await _owner_addresses(context) if r not in recipients]
     subject = " ".join(str(values["subject"]).split())
     async with context.platform.db.connection() as connection:
         mail_id = await connection.fetchval(
@@ -186,6 +192,51 @@ async def _send_email(context: ActionContext, parameters: Mapping[str, Any]) -> 
         await enqueue(connection, "mail.send", {"mail": str(mail_id)}, f"mail:{mail_id}", automation=context.automation,
                       max_attempts=parameters.get("max_attempts"))
     return {"mail": str(mail_id), "to": recipients}
+
+
+async def _owner_names(context: ActionContext) -> list[str]:
+    """The users the record's owner stands for (for a job run as the owner: that user alone)."""
+    from .engine import owning_users
+
+    if context.owner_of_job:
+        return [context.principal.name]
+    async with context.platform.db.connection() as connection:
+        return await owning_users(connection, context.record.get("owner_id"))
+
+
+async def _notify(context: ActionContext, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """An in-app notification for each user named and/or the record's owner, shown on /notifications until dismissed."""
+    values = render({"title": parameters["title"], "body": parameters.get("body", "")}, context.template_context)
+    names = [str(n) for n in parameters.get("users") or []]
+    if parameters.get("to_owner", not names):
+        names += [n for n in await _owner_names(context) if n not in names]
+    if not names:
+        raise ActionFailed(f"the {context.entity} record has no owner (or only disabled users) to notify")
+    title = " ".join(str(values["title"]).split())[:500]
+    async with context.platform.db.connection() as connection:
+        rows = await connection.fetch(
+            "INSERT INTO xrm_sys.notification (user_id, automation, entity, record_id, title, body) "
+            "SELECT id, $2, $3, $4, $5, $6 FROM xrm_sys.app_user WHERE name = ANY($1::text[]) AND disabled_at IS NULL "
+            "RETURNING user_id", names, context.automation, context.entity, context.record["id"], title, str(values["body"])[:10000],
+        )
+    if len(rows) < len(names):
+        raise ActionFailed(f"no active user among {', '.join(names)} to notify" if not rows else
+                           f"some users to notify do not exist or are disabled: {', '.join(names)}")
+    return {"notified": sorted(names)}
+
+
+async def _owner_addresses(context: ActionContext) -> list[str]:
+    """E-mail addresses of the record's owner: the user's, or each active team member's; for a job run as the owner
+    ("@owner", one job per owning user) only that user's. An owner without any address fails the action, saying so."""
+    names = await _owner_names(context)
+    if not names:
+        raise ActionFailed(f"the {context.entity} record has no owner (or only disabled users) to send the e-mail to")
+    async with context.platform.db.connection() as connection:
+        rows = await connection.fetch("SELECT name, email FROM xrm_sys.app_user WHERE name = ANY($1::text[]) ORDER BY name", names)
+    found = [r["email"] for r in rows if r["email"]]
+    if not found:
+        raise ActionFailed(f"the owner ({', '.join(names)}) has no e-mail address (xrm user create --email, xrm user email)")
+    return found
 
 
 async def _webhook(context: ActionContext, parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,6 +286,8 @@ def builtin_actions() -> list[WorkflowAction]:
                "Make the next member of a team (round robin) the record's owner"),
         action("send_email", "Send e-mail", "E-Mail senden", _send_email, "Send an e-mail through SMTP (templated with the record)"),
         action("webhook", "Call a webhook", "Webhook aufrufen", _webhook, "POST the record as signed JSON to a URL"),
+        action("notify", "Notify in the app", "In der App benachrichtigen", _notify,
+               "A notification for the record's owner (or named users), shown under Notifications until dismissed"),
     ]
 
 

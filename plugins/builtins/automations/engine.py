@@ -33,14 +33,15 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from xrm.errors import XrmError
-from xrm.records.principal import Principal
+from xrm.errors import ValidationFailed, Veto, XrmError
+from xrm.plugins import WorkflowTrigger
+from xrm.records.principal import SYSTEM_PRINCIPAL, Principal
 from xrm.records.query import Condition
 from xrm.records.service import RecordService
 from xrm.security.model import resolve_principal
 
 from .actions import ActionContext, ActionFailed, run_action, send_mail
-from .spec import Automation, conditions_of, load_automations
+from .spec import OWNER, SCANNED_TRIGGERS, Automation, conditions_of, load_automations, workflow_triggers
 
 if TYPE_CHECKING:
     from xrm.runtime import Platform
@@ -168,16 +169,26 @@ class Worker:
                 by_entity: dict[str, list[Automation]] = {}
                 for automation in automations:
                     by_entity.setdefault(automation.entity, []).append(automation)
+                triggers = workflow_triggers()
                 for event in events:
                     for automation in by_entity.get(event["entity"] or "", []):
-                        if _matches(automation, event):
+                        try:
+                            matched = _matches(automation, event, triggers)
+                        except Exception as error:  # noqa: BLE001 - a plugin's match must not stop the dispatch; the log shows it
+                            await enqueue(connection, "action", self._payload(automation, 0, event["record_id"],
+                                                                        {"id": event["id"], "topic": event["topic"], "payload": event["payload"]}),
+                                          f"{event['id']}:{automation.key}:trigger", automation=automation.key, state="dead",
+                                          error=f"the trigger {automation.trigger.get('on')!r} could not match the event: "
+                                                f"{type(error).__name__}: {error}")
+                            continue
+                        if matched:
                             queued += await self._queue_for_event(connection, automation, event)
                 await connection.execute(
                     "UPDATE xrm_sys.automation_cursor SET horizon = $2::text::xid8, updated_at = now() WHERE consumer = $1",
                     CONSUMER, cursor["horizon"],
                 )
             for automation in automations:
-                if automation.trigger.get("on") in ("date", "schedule"):
+                if automation.trigger.get("on") in SCANNED_TRIGGERS:
                     queued += await self._scan(connection, automation)
             return queued
 
@@ -194,25 +205,43 @@ class Worker:
                 return 0
             if not matched:
                 return 0
-        return await self._queue_actions(connection, automation, event["record_id"], event_info, f"{event['id']}:{automation.key}")
+        owner = None
+        if automation.run_as == OWNER:  # the owner as it is now (an assignment may have followed the event)
+            found = await self._records(automation.entity, SYSTEM_PRINCIPAL).list(
+                where=[Condition("id", "eq", str(event["record_id"]))], fields=["owner_id"], limit=1)
+            owner = found.records[0].get("owner_id") if found.records else None
+        return await self._queue_actions(connection, automation, event["record_id"], event_info, f"{event['id']}:{automation.key}",
+                                         owner=owner)
 
     async def _queue_actions(self, connection: asyncpg.Connection, automation: Automation, record_id: Any,
-                             event_info: Mapping[str, Any], prefix: str) -> int:
+                             event_info: Mapping[str, Any], prefix: str, *, owner: Any = None) -> int:
+        """One job per action; for an automation run as the record's owner, one per owning user (each member of a team)."""
+        if automation.run_as != OWNER:
+            users: list[tuple[str, str]] = [(automation.run_as, "")]
+        else:
+            users = [(name, f":{name}") for name in await owning_users(connection, owner)]
         queued = 0
-        for index, action in enumerate(automation.actions):
-            queued += await enqueue(connection, "action", self._payload(automation, index, record_id, event_info),
-                                    f"{prefix}:{index}", automation=automation.key, max_attempts=action.get("max_attempts"))
+        for user, suffix in users:
+            for index, action in enumerate(automation.actions):
+                queued += await enqueue(connection, "action", self._payload(automation, index, record_id, event_info, run_as=user),
+                                        f"{prefix}{suffix}:{index}", automation=automation.key, max_attempts=action.get("max_attempts"))
         return queued
 
     @staticmethod
-    def _payload(automation: Automation, index: int, record_id: Any, event: Mapping[str, Any]) -> dict[str, Any]:
+    def _payload(automation: Automation, index: int, record_id: Any, event: Mapping[str, Any], *,
+                 run_as: str | None = None) -> dict[str, Any]:
         """What the job runs: a snapshot of the automation's action as matched."""
-        return {"automation": automation.key, "name": automation.name, "entity": automation.entity, "run_as": automation.run_as,
+        return {"automation": automation.key, "name": automation.name, "entity": automation.entity, "run_as": run_as or automation.run_as,
                 "action_index": index, "action": dict(automation.actions[index]), "record_id": str(record_id) if record_id else None,
-                "event": dict(event)}
+                "event": dict(event), "as_owner": automation.run_as == OWNER}
+
+    async def _finder(self, automation: Automation) -> Principal:
+        """Who finds the records an automation applies to (condition, scans): its run-as user, or, for one run as each
+        record's owner, the platform (it only picks the records; each job then reads and writes with the owner's rights)."""
+        return SYSTEM_PRINCIPAL if automation.run_as == OWNER else await principal_for(self.platform, automation.run_as)
 
     async def _condition_holds(self, automation: Automation, record_id: Any) -> bool:
-        principal = await principal_for(self.platform, automation.run_as)
+        principal = await self._finder(automation)
         now = dt.datetime.now(dt.timezone.utc)
         where = [Condition("id", "eq", str(record_id)), *conditions_of(automation.condition, now)]
         return await self._records(automation.entity, principal).count(where=where) > 0
@@ -233,8 +262,9 @@ class Worker:
                 return 0
         try:
             async with connection.transaction():
-                principal = await principal_for(self.platform, automation.run_as)
+                principal = await self._finder(automation)
                 where = conditions_of(automation.condition, now)
+                extra = ["owner_id"] if automation.run_as == OWNER else []
                 if trigger["on"] == "date":
                     name = trigger["field"]
                     offset = dt.timedelta(minutes=trigger.get("offset_minutes", 0))
@@ -244,11 +274,12 @@ class Worker:
                         bounds = [Condition(name, "gt", start.date().isoformat()), Condition(name, "lte", end.date().isoformat())]
                     else:
                         bounds = [Condition(name, "gt", start.isoformat()), Condition(name, "lte", end.isoformat())]
-                    page = await self._records(automation.entity, principal).list(where=bounds + where, limit=SCAN_LIMIT, fields=[name])
-                    keyed = [(r["id"], f"date:{automation.key}:{r['id']}:{r[name]}") for r in page.records]
+                    page = await self._records(automation.entity, principal).list(where=bounds + where, limit=SCAN_LIMIT,
+                                                                                  fields=[name, *extra])
+                    keyed = [(r, f"date:{automation.key}:{r['id']}:{r[name]}") for r in page.records]
                 else:
-                    page = await self._records(automation.entity, principal).list(where=where, limit=SCAN_LIMIT, fields=["id"])
-                    keyed = [(r["id"], f"schedule:{automation.key}:{slot}:{r['id']}") for r in page.records]
+                    page = await self._records(automation.entity, principal).list(where=where, limit=SCAN_LIMIT, fields=["id", *extra])
+                    keyed = [(r, f"schedule:{automation.key}:{slot}:{r['id']}") for r in page.records]
         except (XrmError, asyncpg.PostgresError) as error:
             await enqueue(connection, "action", self._payload(automation, 0, None, {"topic": f"{trigger['on']}.scan"}),
                           f"scan:{automation.key}:{now.isoformat()}", automation=automation.key, state="dead",
@@ -257,8 +288,8 @@ class Worker:
             return 0
         queued = 0
         info = {"topic": f"{trigger['on']}.reached", "at": now.isoformat()}
-        for record_id, prefix in keyed:
-            queued += await self._queue_actions(connection, automation, record_id, info, prefix)
+        for record, prefix in keyed:
+            queued += await self._queue_actions(connection, automation, record["id"], info, prefix, owner=record.get("owner_id"))
         await connection.execute("UPDATE xrm_sys.automation_state SET last_run = $2 WHERE key = $1", automation.key, now)
         return queued
 
@@ -301,8 +332,7 @@ class Worker:
         except Exception as error:  # noqa: BLE001 - any failure of an action is the job's outcome, logged and retried
             if not isinstance(error, XrmError):
                 log.exception("job %s (%s) failed", job["id"], job["idempotency_key"])
-            message = error.message if isinstance(error, XrmError) else f"{type(error).__name__}: {error}"
-            await self._failed(job, message)
+            await self._failed(job, _describe(error))
         return True
 
     async def _failed(self, job: Mapping[str, Any], message: str, *, final: bool = False) -> None:
@@ -332,7 +362,8 @@ class Worker:
         # as far as the run-as user may read it: sensitive fields it has no grant for are left out, as in `record`.
         event = _visible_event(payload.get("event") or {}, records.hidden_fields)
         context = ActionContext(self.platform, principal, entity, record, payload["automation"], payload["action_index"],
-                                job["id"], job["idempotency_key"], event)
+                                job["id"], job["idempotency_key"], event, user=await _user_info(self.db, principal),
+                                owner_of_job=payload.get("as_owner", False))
         return await run_action(payload["action"], context)
 
     async def _send_mail(self, job: Mapping[str, Any]) -> Any:
@@ -358,24 +389,42 @@ async def principal_for(platform: Platform, name: str) -> Principal:
         return await resolve_principal(connection, row["id"], row["name"], row["roles"])
 
 
-def _matches(automation: Automation, event: Mapping[str, Any]) -> bool:
-    trigger, topic, payload = automation.trigger, event["topic"], event["payload"] or {}
-    on = trigger.get("on")
-    if on == "created":
-        return topic == "record.created"
-    if on == "updated":
-        if topic != "record.updated":
-            return False
-        changed = trigger.get("changed")
-        return not changed or bool(set(changed) & set((payload.get("changes") or {}).keys()))
-    if on == "transition":
-        if topic != "workflow.transition":
-            return False
-        for key, names in (("transition", ("transition", "name")), ("from", ("from", "from_state")), ("to", ("to", "to_state"))):
-            if key in trigger and trigger[key] not in [payload.get(n) for n in names]:
-                return False
+def _describe(error: Exception) -> str:
+    """A failure as the job log shows it; a refused record names each field and why (not just "Invalid lead record")."""
+    if not isinstance(error, XrmError):
+        return f"{type(error).__name__}: {error}"
+    if isinstance(error, ValidationFailed) and not isinstance(error, Veto) and error.problems:
+        return f"{error.message}: " + "; ".join(f"{p.pointer or '/'} {p.message}" for p in error.problems)
+    return error.message
+
+
+async def _user_info(db: Any, principal: Principal) -> dict[str, Any]:
+    async with db.connection() as connection:
+        row = await connection.fetchrow("SELECT email, language FROM xrm_sys.app_user WHERE id = $1", principal.id)
+    return {"name": principal.name, "email": row["email"] if row else None, "language": (row["language"] if row else None) or "en"}
+
+
+async def owning_users(connection: asyncpg.Connection, owner_id: Any) -> list[str]:
+    """The active users an owner stands for: the user, or each member of the team (by name); none for no owner."""
+    if owner_id is None:
+        return []
+    rows = await connection.fetch(
+        "SELECT name FROM xrm_sys.app_user WHERE id = $1 AND disabled_at IS NULL "
+        "UNION SELECT u.name FROM xrm_sys.team_member m JOIN xrm_sys.app_user u ON u.id = m.user_id "
+        "WHERE m.team_id = $1 AND u.disabled_at IS NULL ORDER BY name", owner_id,
+    )
+    return [r["name"] for r in rows]
+
+
+def _matches(automation: Automation, event: Mapping[str, Any], triggers: Mapping[str, WorkflowTrigger]) -> bool:
+    """Whether the event fires the automation's trigger: one of its topics and its match (built-in or a plugin's) holds."""
+    declared = triggers.get(automation.trigger.get("on"))
+    if declared is None or event["topic"] not in declared.topics:
+        return False
+    if declared.match is None:
         return True
-    return False
+    parameters = {key: value for key, value in automation.trigger.items() if key != "on"}
+    return bool(declared.match(parameters, event["payload"] or {}))
 
 
 def _schedule_slot(trigger: Mapping[str, Any], now: dt.datetime, last: dt.datetime | None) -> str | None:

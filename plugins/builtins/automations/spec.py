@@ -3,15 +3,17 @@
 An automation: {"name", "trigger", "condition", "actions", "run_as", "enabled"}
 (plus "entity" when an admin creates one; in a definition it is the entity's).
 
-- trigger: {"on": "created"} | {"on": "updated", "changed": [fields]} |
-  {"on": "transition", "transition"?, "from"?, "to"?} |
+- trigger: {"on": <a declared workflow trigger>, ...its parameters}; the built-ins:
+  {"on": "created"} | {"on": "updated", "changed": [fields]} |
+  {"on": "transition", "transition"?, "from"?, "to"?} (declared by the statemachine plugin) |
   {"on": "date", "field": date/datetime field, "offset_minutes"?} |
   {"on": "schedule", "every_minutes": N} or {"on": "schedule", "daily_at": "07:00"} (UTC)
 - condition: list-filter conditions [{"field", "op", "value"}] (xrm.records.query
   operators); a value "now", "today", "now-7d", "today+1w" is relative.
 - actions: [{"type": "set_fields" | "create_related" | "assign_owner" |
-  "send_email" | "webhook" | a plugin's workflow action, ...parameters}]
-- run_as: the user whose principal the actions use (never the system).
+  "send_email" | "webhook" | "notify" | a plugin's workflow action, ...parameters}]
+- run_as: the user whose principal the actions use (never the system); "@owner": each
+  record's owner (a user; for a team, each active member: one job per user).
 """
 
 from __future__ import annotations
@@ -28,16 +30,20 @@ from jinja2.sandbox import SandboxedEnvironment
 from jsonschema import Draft202012Validator
 
 from xrm.errors import Problem, ValidationFailed
+from xrm.plugins import WorkflowTrigger, get_plugin_manager
 from xrm.records.query import OPERATORS, Condition, where_sql
 
 __all__ = [
-    "AUTOMATION_SCHEMA", "AUTOMATION_INPUT_SCHEMA", "Automation", "BUILTIN_ACTIONS", "TRIGGERS", "check_automation",
-    "conditions_of", "load_automations", "render", "resolve_relative",
+    "AUTOMATION_SCHEMA", "AUTOMATION_INPUT_SCHEMA", "Automation", "BUILTIN_ACTIONS", "OWNER", "SCANNED_TRIGGERS", "builtin_triggers", "check_automation",
+    "conditions_of", "load_automations", "render", "resolve_relative", "workflow_triggers",
 ]
 
 NAME_PATTERN = "^[a-z][a-z0-9_]{0,62}$"
-TRIGGERS = ("created", "updated", "transition", "date", "schedule")
-BUILTIN_ACTIONS = ("set_fields", "create_related", "assign_owner", "send_email", "webhook")
+SCANNED_TRIGGERS = ("date", "schedule")
+"""Triggers the dispatcher scans for (no outbox topic)."""
+OWNER = "@owner"
+"""run_as: each job runs as the record's owner (a user; for a team, each active member). No user name starts with "@"."""
+BUILTIN_ACTIONS = ("set_fields", "create_related", "assign_owner", "send_email", "webhook", "notify")
 _TEXT = {"type": "string", "maxLength": 10000, "pattern": "^[^\\u0000]*$"}
 _FIELD = {"type": "string", "pattern": NAME_PATTERN}
 
@@ -49,18 +55,49 @@ CONDITION_SCHEMA: dict[str, Any] = {
         "value": {}}},
 }
 TRIGGER_SCHEMA: dict[str, Any] = {
-    "type": "object", "required": ["on"], "additionalProperties": False, "properties": {
-        "on": {"type": "string", "enum": list(TRIGGERS)},
-        "changed": {"type": "array", "items": _FIELD, "maxItems": 50, "description": "updated: any of these fields changed"},
-        "transition": {"type": "string", "maxLength": 100, "pattern": "^[^\\u0000]*$"},
-        "from": {"type": "string", "maxLength": 100, "pattern": "^[^\\u0000]*$"},
-        "to": {"type": "string", "maxLength": 100, "pattern": "^[^\\u0000]*$"},
-        "field": _FIELD,
-        "offset_minutes": {"type": "integer", "minimum": -527040, "maximum": 527040},
-        "every_minutes": {"type": "integer", "minimum": 1, "maximum": 527040},
-        "daily_at": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "description": "HH:MM, UTC"},
+    # The parameters besides "on" are the trigger's own (WorkflowTrigger.parameters), checked by check_automation.
+    "type": "object", "required": ["on"], "properties": {
+        "on": {"type": "string", "pattern": NAME_PATTERN, "description": "A workflow trigger's name (xrm_workflow_triggers)"},
     },
 }
+TRIGGER_PARAMETERS: dict[str, dict[str, Any]] = {
+    "created": {"type": "object", "additionalProperties": False, "properties": {}},
+    "updated": {"type": "object", "additionalProperties": False, "properties": {
+        "changed": {"type": "array", "items": _FIELD, "maxItems": 50, "description": "any of these fields changed"}}},
+    "date": {"type": "object", "additionalProperties": False, "properties": {
+        "field": _FIELD, "offset_minutes": {"type": "integer", "minimum": -527040, "maximum": 527040}}},
+    "schedule": {"type": "object", "additionalProperties": False, "properties": {
+        "every_minutes": {"type": "integer", "minimum": 1, "maximum": 527040},
+        "daily_at": {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$", "description": "HH:MM, UTC"}}},
+}
+"""The parameters of the automations plugin's own triggers (the statemachine plugin declares "transition")."""
+
+
+def _updated_matches(parameters: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+    changed = parameters.get("changed")
+    return not changed or bool(set(changed) & set((payload.get("changes") or {}).keys()))
+
+
+def builtin_triggers() -> list[WorkflowTrigger]:
+    """Declared through xrm_workflow_triggers like any plugin's; created and updated are fired by RecordService's
+    outbox events, date and schedule have no topic: the dispatcher scans for the records that are due."""
+    return [
+        WorkflowTrigger("created", {"en": "Record created", "de": "Datensatz angelegt"}, "a record was created",
+                        topics=["record.created"], parameters=TRIGGER_PARAMETERS["created"]),
+        WorkflowTrigger("updated", {"en": "Record updated", "de": "Datensatz geändert"}, "optionally: only when given fields changed",
+                        topics=["record.updated"], parameters=TRIGGER_PARAMETERS["updated"], match=_updated_matches),
+        WorkflowTrigger("date", {"en": "Date reached", "de": "Datum erreicht"}, "a date or datetime field (plus an offset) is reached",
+                        parameters=TRIGGER_PARAMETERS["date"]),
+        WorkflowTrigger("schedule", {"en": "Schedule", "de": "Zeitplan"},
+                        "every N minutes or daily at HH:MM (UTC), for records matching the condition", parameters=TRIGGER_PARAMETERS["schedule"]),
+    ]
+
+
+def workflow_triggers() -> dict[str, WorkflowTrigger]:
+    """Every trigger an automation may use, by name: the built-ins' and the plugins' (xrm_workflow_triggers)."""
+    return get_plugin_manager().workflow_triggers()
+
+
 ACTION_SCHEMA: dict[str, Any] = {
     "type": "object", "required": ["type"], "properties": {
         "type": {"type": "string", "pattern": NAME_PATTERN},
@@ -69,6 +106,10 @@ ACTION_SCHEMA: dict[str, Any] = {
         "entity": _FIELD, "link_field": _FIELD,
         "team": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^\\u0000]*$"},
         "to": _TEXT, "subject": _TEXT, "body": _TEXT,
+        "to_owner": {"type": "boolean", "description": "send_email, notify: to the record's owner (the user, or each member of the team)"},
+        "title": _TEXT,
+        "users": {"type": "array", "maxItems": 50, "items": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^\\u0000]*$"},
+                  "description": "notify: these users (by name)"},
         "url": {"type": "string", "maxLength": 2000, "pattern": "^https?://[^\\s\\u0000]+$"},
         "timeout_seconds": {"type": "number", "minimum": 0.1, "maximum": 60},
         "parameters": {"type": "object", "description": "A plugin action's parameters"},
@@ -81,7 +122,7 @@ _AUTOMATION_PROPERTIES: dict[str, Any] = {
     "condition": CONDITION_SCHEMA,
     "actions": {"type": "array", "minItems": 1, "maxItems": 20, "items": ACTION_SCHEMA},
     "run_as": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": "^[^\\u0000]*$",
-               "description": "The user whose permissions the actions have"},
+               "description": "The user whose permissions the actions have; \"@owner\": each record's owner"},
     "enabled": {"type": "boolean"},
 }
 AUTOMATION_SCHEMA: dict[str, Any] = {
@@ -95,11 +136,12 @@ AUTOMATION_INPUT_SCHEMA: dict[str, Any] = {
 _INPUT = Draft202012Validator(AUTOMATION_INPUT_SCHEMA)
 _ACTION_REQUIRED = {
     "set_fields": ("values",), "create_related": ("entity", "values"), "assign_owner": ("team",),
-    "send_email": ("to", "subject", "body"), "webhook": ("url",),
+    "send_email": ("subject", "body"), "webhook": ("url",), "notify": ("title",),
 }
 _ACTION_KEYS = {
     "set_fields": {"values"}, "create_related": {"entity", "values", "link_field"}, "assign_owner": {"team"},
-    "send_email": {"to", "subject", "body"}, "webhook": {"url", "timeout_seconds"},
+    "send_email": {"to", "to_owner", "subject", "body"}, "webhook": {"url", "timeout_seconds"},
+    "notify": {"title", "body", "to_owner", "users"},
 }
 _RELATIVE = re.compile(r"^(now|today)(?:([+-])(\d{1,6})([mhdw]))?$")
 
@@ -163,11 +205,7 @@ def check_automation(spec: Mapping[str, Any], entity: Any, *, at: str = "", regi
     fields = getattr(entity, "fields", {})
     trigger = spec.get("trigger", {})
     on = trigger.get("on")
-    allowed_trigger_keys = {"created": set(), "updated": {"changed"}, "transition": {"transition", "from", "to"},
-                            "date": {"field", "offset_minutes"}, "schedule": {"every_minutes", "daily_at"}}.get(on, set())
-    for key in trigger:
-        if key != "on" and key not in allowed_trigger_keys:
-            problems.append(Problem(f"{at}/trigger/{key}", f"does not apply to the trigger {on!r}"))
+    problems += _check_trigger(trigger, at)
     for index, name in enumerate(trigger.get("changed", [])):
         if name not in fields:
             problems.append(Problem(f"{at}/trigger/changed/{index}", f"{name!r} is not a field of {entity.name}"))
@@ -191,6 +229,26 @@ def check_automation(spec: Mapping[str, Any], entity: Any, *, at: str = "", regi
     return problems
 
 
+def _check_trigger(trigger: Mapping[str, Any], at: str) -> list[Problem]:
+    """The trigger is declared (by this or another plugin) and its parameters fit the declaration's JSON Schema."""
+    triggers = workflow_triggers()
+    on = trigger.get("on")
+    declared = triggers.get(on) if isinstance(on, str) else None
+    if declared is None:
+        return [Problem(f"{at}/trigger/on", f"unknown trigger {on!r}; known: {', '.join(sorted(triggers))}")]
+    schema = dict(declared.parameters or {"type": "object"})
+    known = schema.get("properties") or {}
+    parameters = {key: value for key, value in trigger.items() if key != "on"}
+    problems = []
+    if schema.pop("additionalProperties", False) is False:
+        # Named here rather than by jsonschema, so each unknown key gets its own pointer and message.
+        problems += [Problem(f"{at}/trigger/{key}", f"does not apply to the trigger {on!r}") for key in parameters if key not in known]
+        parameters = {key: value for key, value in parameters.items() if key in known}
+    for error in sorted(Draft202012Validator(schema).iter_errors(parameters), key=lambda e: list(e.absolute_path)):
+        problems.append(Problem(f"{at}/trigger" + "".join(f"/{p}" for p in error.absolute_path), error.message))
+    return problems
+
+
 def _check_action(action: Mapping[str, Any], entity: Any, at: str, registry: Any, action_names: frozenset[str]) -> list[Problem]:
     problems: list[Problem] = []
     kind = action.get("type")
@@ -208,10 +266,12 @@ def _check_action(action: Mapping[str, Any], entity: Any, at: str, registry: Any
     else:
         for key in action:
             if key not in ("type", "max_attempts", "parameters", "save"):
-                problems.append(Problem(f"{at}/{key}", f"does not apply to a plugin action (use 'parameters' and 'save')"))
+                problems.append(Problem(f"{at}/{key}", "does not apply to a plugin action (use 'parameters' and 'save')"))
         for result_key, name in (action.get("save") or {}).items():
             if name not in fields:
                 problems.append(Problem(f"{at}/save/{result_key}", f"{name!r} is not a field of {entity.name}"))
+    if kind == "send_email" and "to" not in action and not action.get("to_owner"):
+        problems.append(Problem(at, "the action send_email needs 'to' or \"to_owner\": true"))
     if kind == "set_fields":
         for name in action.get("values") or {}:
             if name not in fields:
@@ -228,7 +288,7 @@ def _check_action(action: Mapping[str, Any], entity: Any, at: str, registry: Any
             link = action.get("link_field")
             if link is not None and (link not in target_fields or target_fields[link].references != entity.name):
                 problems.append(Problem(f"{at}/link_field", f"{link!r} is not a field of {target} referencing {entity.name}"))
-    for key in ("to", "subject", "body", "values", "url"):
+    for key in ("to", "subject", "body", "values", "url", "title"):
         for text in _texts(action.get(key)):
             try:
                 TEMPLATES.parse(text)

@@ -11,7 +11,7 @@ from xrm.runtime import Platform
 
 from .actions import action_names, automation_secret
 from .engine import retry_job
-from .spec import definition_automations, validate_input
+from .spec import OWNER, definition_automations, validate_input
 
 __all__ = ["AutomationStore", "JOB_STATES"]
 
@@ -35,6 +35,8 @@ class AutomationStore:
         self.principal = principal
 
     async def _check_user(self, name: str) -> None:
+        if name == OWNER:
+            return
         async with self.platform.db.connection() as connection:
             if not await connection.fetchval("SELECT 1 FROM xrm_sys.app_user WHERE name = $1 AND disabled_at IS NULL", name):
                 raise ValidationFailed("automation", [Problem("/run_as", f"no active user named {name!r}")])

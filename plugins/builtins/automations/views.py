@@ -12,12 +12,13 @@ from typing import Any
 from litestar import Request, get, post
 from litestar.response import Template
 
+from xrm.audit import AuditLog
 from xrm.errors import PermissionDenied, Problem, ValidationFailed, XrmError
 from xrm.webui.context import Page, page_of
 from xrm.webui.views_admin import describe_error
 
 from .actions import action_names
-from .spec import BUILTIN_ACTIONS, TRIGGERS
+from .spec import BUILTIN_ACTIONS, workflow_triggers
 from .store import JOB_STATES, AutomationStore
 
 __all__ = ["ui_handlers"]
@@ -50,7 +51,7 @@ async def _automations_page(page: Page, store: AutomationStore, *, status: int =
                             form: dict[str, Any] | None = None) -> Template:
     return page.render(
         "ui/automations/automations.html", status_code=status, automations=await store.list(), defined=store.from_definitions(),
-        entities=sorted(page.platform.registry.names()), triggers=TRIGGERS,
+        entities=sorted(page.platform.registry.names()), triggers=sorted(workflow_triggers()),
         actions=sorted(set(BUILTIN_ACTIONS) | action_names()), flash=[message] if message else [], error=error,
         form=form or {"run_as": page.principal.name, "trigger": '{"on": "created"}', "condition": "[]",
                       "actions": '[{"type": "set_fields", "values": {}}]'},
@@ -132,4 +133,44 @@ async def retry_job(request: Request[Any, Any, Any]) -> Template:
     return await _jobs_page(page, store, request, message=page.t.gettext("Job %(job)s queued again.", job=raw))
 
 
-ui_handlers = [automations_page, create_automation, toggle_automation, delete_automation, jobs_page, retry_job]
+# -- in-app notifications (the notify action): every user sees and dismisses their own ---------------
+async def _notifications_page(page: Page, *, status: int = 200, message: str = "") -> Template:
+    async with page.platform.db.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT id, entity, record_id, title, body, created_at FROM xrm_sys.notification "
+            "WHERE user_id = $1 AND dismissed_at IS NULL ORDER BY id DESC LIMIT 200", page.principal.id,
+        )
+    notifications = [{**dict(r), "readable": r["entity"] in page.platform.registry} for r in rows]
+    return page.render("ui/automations/notifications.html", status_code=status, notifications=notifications,
+                       flash=[message] if message else [])
+
+
+@get("/notifications")
+async def notifications_page(request: Request[Any, Any, Any]) -> Template:
+    return await _notifications_page(await page_of(request))
+
+
+@post("/notifications/dismiss", status_code=200)
+async def dismiss_notification(request: Request[Any, Any, Any]) -> Template:
+    """Dismiss one of the user's notifications (`id`) or all of them (`all`); another user's id changes nothing."""
+    page = await page_of(request)
+    form = await request.form()
+    raw = _text(form, "id", 20)
+    one = int(raw) if raw.isdigit() and len(raw) < 19 else None
+    dismissed: list[int] = []
+    if form.get("all") is not None or one is not None:
+        async with page.platform.db.transaction() as tx:
+            rows = await tx.connection.fetch(
+                "UPDATE xrm_sys.notification SET dismissed_at = now() WHERE user_id = $1 AND dismissed_at IS NULL "
+                "AND ($2::bigint IS NULL OR id = $2) RETURNING id", page.principal.id, None if form.get("all") is not None else one)
+            dismissed = sorted(r["id"] for r in rows)
+            if dismissed:  # like every write: audited, so "who cleared that reminder" has an answer
+                await AuditLog.write(tx.connection, page.principal, "notification.dismissed", details={"notifications": dismissed})
+    if not dismissed:
+        return await _notifications_page(page, status=404, message=page.t.gettext("No such notification (dismissed already?)."))
+    return await _notifications_page(page, message=page.t.ngettext("%(num)s notification dismissed.", "%(num)s notifications dismissed.",
+                                                                    len(dismissed)))
+
+
+ui_handlers = [automations_page, create_automation, toggle_automation, delete_automation, jobs_page, retry_job,
+               notifications_page, dismiss_notification]

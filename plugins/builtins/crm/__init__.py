@@ -2,7 +2,7 @@
 
 Entities shipped through `xrm_entity_definitions` (JSON files in definitions/):
 lead, activity, ticket (with a state machine and service-level due times),
-campaign, campaign_member, product, price_list, price_list_item. They build on
+campaign, campaign_member, campaign_response, product, price_list, price_list_item. They build on
 the account, contact and deal of entity_schemas/.
 
 - Lead conversion: `POST /api/v1/lead/{id}/convert` and a "Convert" button on
@@ -13,7 +13,9 @@ the account, contact and deal of entity_schemas/.
   `resolved_at` when it is resolved — an update of the same record through
   RecordService, in the write's transaction, only for fields still empty.
 - Campaigns: `POST /api/v1/campaign/{id}/refresh-members` adds the contacts the
-  campaign's segment (a saved view of contacts) selects as members.
+  campaign's segment (a saved view of contacts) selects as members; the
+  campaign's panel counts its responses (campaign_response) per kind and the
+  response rate.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from xrm.plugins import hookimpl
 
 __all__ = ["DEFINITIONS", "ENTITIES", "SLA_HOURS", "ticket_follow_up"]
 
-ENTITIES = ("lead", "activity", "ticket", "campaign", "campaign_member", "product", "price_list", "price_list_item")
+ENTITIES = ("lead", "activity", "ticket", "campaign", "campaign_member", "campaign_response", "product", "price_list", "price_list_item")
 """The pack's entities, in the order their references need."""
 
 SLA_HOURS: dict[str, tuple[int, int]] = {"urgent": (1, 8), "high": (4, 24), "normal": (8, 72), "low": (24, 120)}

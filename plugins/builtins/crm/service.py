@@ -1,4 +1,4 @@
-"""What the CRM pack does beyond plain records: lead conversion and campaign members from a segment.
+"""What the CRM pack does beyond plain records: lead conversion, campaign members from a segment, response figures.
 
 Both run through RecordService with the caller's principal (permissions,
 validation, write hooks, audit trail and outbox as for any write) inside one
@@ -16,10 +16,10 @@ from urllib.parse import parse_qsl
 from litestar.datastructures import MultiDict
 from litestar.exceptions import HTTPException
 from xrm.api.records import list_arguments
-from xrm.errors import NotFound, Problem, ValidationFailed
+from xrm.errors import NotFound, PermissionDenied, Problem, ValidationFailed
 from xrm.records.service import RecordService
 
-__all__ = ["CONVERT_OPTIONS", "AlreadyConverted", "convert_lead", "find_segment", "refresh_members"]
+__all__ = ["CONVERT_OPTIONS", "NOT_A_RESPONSE", "AlreadyConverted", "campaign_responses", "convert_lead", "find_segment", "refresh_members"]
 
 CONVERT_OPTIONS = ("title", "amount")
 VIEW_PARAMETERS = ("columns", "after", "view")
@@ -152,3 +152,34 @@ async def refresh_members(db: Any, registry: Any, principal: Any, policy: Any, c
             await members.create_many([{"campaign": key, "contact": c, "status": "invited"} for c in new])
     return {"segment": {"id": str(view["id"]), "name": view["name"]}, "selected": len(selected),
             "already_members": len(selected) - len(new), "added": len(new)}
+
+
+NOT_A_RESPONSE = ("unsubscribed",)
+"""Response kinds that do not make a member count as responding (an unsubscription is a reaction, not interest)."""
+
+
+async def campaign_responses(db: Any, registry: Any, principal: Any, policy: Any, campaign_id: Any) -> dict[str, Any]:
+    """A campaign's responses as the caller may read them: counts per kind, members, responding members, response rate.
+
+    `response_rate` = contacts with at least one response other than an
+    unsubscription / members (None without members). Counted by contact, not
+    by member: an imported or typed-in response names the contact (by name or
+    e-mail) and may leave the member out. Both counts go through
+    RecordService (the read predicate is in the SQL), so they only include
+    records the caller may open.
+    """
+    members, responses = _services(db, registry, principal, policy, "campaign_member", "campaign_response")
+    key = uuid.UUID(str(campaign_id))
+    by_kind = await responses.aggregate(group_by=["kind"], measures=["count"], where={"campaign": key})
+    counts = {row["kind"]: int(row["count"]) for row in by_kind.rows if row["kind"] is not None}
+    try:
+        member_count: int | None = await members.count(where={"campaign": key})
+    except PermissionDenied:  # a role that reads responses but not members: counts without a rate
+        member_count = None
+    responding = await responses.aggregate(
+        measures=["count_distinct:contact"],
+        where=[("campaign", "eq", str(key)), ("kind", "in", [k for k in responses.entity.fields["kind"].schema["enum"]
+                                                               if k not in NOT_A_RESPONSE])])
+    responded = int(responding.rows[0]["count_distinct:contact"] or 0) if responding.rows else 0
+    return {"counts": counts, "total": sum(counts.values()), "members": member_count, "responding_contacts": responded,
+            "response_rate": (responded / member_count) if member_count else None}

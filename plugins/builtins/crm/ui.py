@@ -1,4 +1,4 @@
-"""Web UI of the CRM pack: panels on leads ("Convert") and campaigns ("Refresh members") and the routes they post to.
+"""Web UI of the CRM pack: panels on leads ("Convert") and campaigns ("Refresh members", "Responses") and the routes they post to.
 
 Templates: webui/templates/ui/crm/; German: webui/locale/de/LC_MESSAGES/crm.po.
 """
@@ -24,7 +24,7 @@ from xrm.webui.context import page_of
 from xrm.webui.display import display_name
 from xrm.webui.i18n import translator
 
-from .service import AlreadyConverted, convert_lead, find_segment, refresh_members
+from .service import AlreadyConverted, campaign_responses, convert_lead, find_segment, refresh_members
 
 __all__ = ["panel", "ui_handlers"]
 
@@ -59,7 +59,22 @@ async def panel(platform: Any, entity: str, record: Mapping[str, Any], principal
     view = await find_segment(platform.db, principal, record.get("segment") or "") if record.get("segment") else None
     html = _environment.get_template("ui/crm/campaign_panel.html").render(
         _=t.gettext, record=record, csrf_token=csrf_token, view=view, may_refresh=may_write and record.get("deleted_at") is None)
-    return [Panel(t.gettext("Members from the segment"), Markup(html), order=20)]
+    panels = [Panel(t.gettext("Members from the segment"), Markup(html), order=20)]
+    if "campaign_response" in platform.registry and platform.policy.scope(principal, "campaign_response", "read") != "none":
+        summary = await campaign_responses(platform.db, platform.registry, principal, platform.policy, record["id"])
+        kind = platform.registry.get("campaign_response").fields["kind"]
+        labels = {key: (kind.xrm.get("option_labels", {}).get(key) or {}).get(language) or key for key in kind.schema["enum"]}
+        html = _environment.get_template("ui/crm/campaign_responses.html").render(
+            _=t.gettext, record=record, summary=summary, labels=labels, rate=_percent(summary["response_rate"], language))
+        panels.append(Panel(t.gettext("Responses"), Markup(html), order=21))
+    return panels
+
+
+def _percent(rate: float | None, language: str) -> str | None:
+    if rate is None:
+        return None
+    text = f"{rate * 100:.1f} %" if language == "de" else f"{rate * 100:.1f}%"
+    return text.replace(".", ",") if language == "de" else text
 
 
 def _reasons(error: ValidationFailed) -> str:

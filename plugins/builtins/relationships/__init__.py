@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xrm.plugins import MenuEntry, RelationshipType, hookimpl
+from xrm.plugins import Expansion, MenuEntry, RelationshipType, hookimpl
 
 from . import model
 
@@ -40,6 +40,51 @@ def xrm_relationship_types() -> list[RelationshipType]:
         RelationshipType("hierarchy", {"en": "Hierarchy", "de": "Hierarchie"}, description="x-xrm hierarchy: parent/child, roll-ups"),
         RelationshipType("connection", {"en": "Connection", "de": "Beziehung"}, description="any-to-any, with roles and validity dates"),
     ]
+
+
+@hookimpl
+def xrm_import_targets(registry: Any) -> list[Any]:
+    """`_connections` and `<entity>.<link>` for xrm import, POST /api/v1/{name}/_import and the import wizard."""
+    from .transfer import import_targets
+
+    return import_targets(registry)
+
+
+@hookimpl
+def xrm_startup(platform: Any) -> Any:
+    """Other plugins' relationship types become connection roles (created or updated, marked as theirs)."""
+    from .store import sync_plugin_roles
+
+    return sync_plugin_roles(platform.db, platform.registry)
+
+
+@hookimpl
+def xrm_record_expansions(entity: str, registry: Any) -> list[Expansion]:
+    """`?expand=connections` and `?expand=<link name>` (own and inverse links) on the entity's records."""
+    from .store import EXPAND_LIMIT, Door, Relationships
+
+    def relationships(service: Any) -> Relationships:
+        # The caller's RecordService carries the db, registry, policy and principal: the same door, the same rights.
+        return Relationships(Door(service.db, service.registry, service.policy), service.principal)
+
+    def links_loader(name: str) -> Any:
+        return lambda service, ids: relationships(service).expand_links(service.name, name, ids)
+
+    expansions = [Expansion("connections", lambda service, ids: relationships(service).expand_connections(service.name, ids),
+                            f"Connections, both directions, with the other record (at most {EXPAND_LIMIT} per record)")]
+    seen = {"connections"}
+    for inverse in (False, True):  # own link names win over inverse names (as resolve_link decides)
+        for link in model.link_definitions(registry):
+            if (link.target if inverse else link.source) != entity:
+                continue
+            name = link.inverse_name if inverse else link.name
+            if name in seen:
+                continue
+            seen.add(name)
+            other = link.source if inverse else link.target
+            expansions.append(Expansion(name, links_loader(name),
+                                        f"{link.label('en', inverse=inverse)}: linked {other} records with the link's attributes (at most {EXPAND_LIMIT} per record)"))
+    return expansions
 
 
 @hookimpl

@@ -236,7 +236,8 @@ def openapi(registry: Any) -> dict[str, Any]:
             "type": "object", "required": ["name", "label", "inverse_label", "source_entities", "target_entities"],
             "properties": {"name": {"type": "string"}, "label": _LABEL, "inverse_label": _LABEL,
                            "source_entities": {"type": ["array", "null"], "items": {"type": "string"}},
-                           "target_entities": {"type": ["array", "null"], "items": {"type": "string"}}}},
+                           "target_entities": {"type": ["array", "null"], "items": {"type": "string"}},
+                           "plugin": {"type": ["string", "null"], "description": "The plugin that declares this role (xrm_relationship_types); such a role cannot be deleted"}}},
         "relationships.RoleInput": {
             "type": "object", "required": ["name", "label"], "additionalProperties": False,
             "properties": {"name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},

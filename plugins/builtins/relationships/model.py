@@ -195,6 +195,9 @@ def check_definition(definition: Any, known_entities: Iterable[str] | None) -> l
         at = ("x-xrm", "links", index)
         if spec["name"] in seen:
             problems.append(Problem(pointer(*at, "name"), f"the link {spec['name']!r} is declared twice"))
+        for key in ("name", "inverse_name"):
+            if spec.get(key) == "connections":  # ?expand=connections and the /connections sub-resource are the connections'
+                problems.append(Problem(pointer(*at, key), "'connections' names a record's connections; choose another name"))
         seen.add(spec["name"])
         if known is not None and spec["target"] not in known:
             problems.append(Problem(pointer(*at, "target"), f"entity {spec['target']!r} does not exist"))

@@ -29,10 +29,12 @@ from xrm.records.service import RecordService
 
 from .model import Hierarchy, LinkDefinition, hierarchy_of, link_definitions, resolve_link
 
-__all__ = ["Relationships", "as_uuid", "display_of"]
+__all__ = ["Door", "Relationships", "as_uuid", "display_of", "sync_plugin_roles"]
 
 TREE_LIMIT = 2000
 """Nodes a tree shows at most."""
+EXPAND_LIMIT = 20
+"""Links or connections `?expand=` adds per record at most (the sub-resources list them all)."""
 
 
 def as_uuid(value: Any) -> uuid.UUID | None:
@@ -62,6 +64,83 @@ def _date(value: Any, at: str, problems: list[Problem]) -> dt.date | None:
     except ValueError:
         problems.append(Problem(at, "must be a date (YYYY-MM-DD)"))
         return None
+
+
+def _plugin_loaded(name: str) -> bool:
+    from xrm.plugins import get_plugin_manager
+
+    return get_plugin_manager().get_plugin(name) is not None
+
+
+async def sync_plugin_roles(db: Any, registry: Any) -> list[str]:
+    """Create or update one connection role per relationship type other plugins declare (xrm_relationship_types).
+
+    Runs at start-up. A role is the plugin's (column `plugin`); a role of the same name an admin made, or another
+    plugin declared first, is left alone with a warning. Returns the warnings (also logged).
+    """
+    import logging
+    import re
+
+    from xrm.plugins import RelationshipType, get_plugin_manager
+    from xrm.records.principal import SYSTEM_PRINCIPAL
+
+    log = logging.getLogger("xrm")
+    warnings: list[str] = []
+    wanted: list[tuple[str, RelationshipType]] = []
+    for plugin_name, kinds in get_plugin_manager().each("xrm_relationship_types"):
+        if plugin_name == "relationships":
+            continue  # the four kinds this plugin implements itself
+        for kind in kinds or []:
+            problem = None
+            if not isinstance(kind, RelationshipType) or not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", str(kind.name)):
+                problem = "is not a RelationshipType with a name of a-z, 0-9 and _"
+            elif not isinstance(kind.label, Mapping) or not str(kind.label.get("en") or "").strip():
+                problem = "needs an English label"
+            else:
+                unknown = [e for e in (kind.source, kind.target) if e is not None and e not in registry]
+                if unknown:
+                    problem = f"names an entity that does not exist: {unknown[0]}"
+            if problem:
+                warnings.append(f"plugin {plugin_name!r}: relationship type {getattr(kind, 'name', kind)!r} {problem}; no role made")
+            else:
+                wanted.append((plugin_name, kind))
+    async with db.transaction() as tx:
+        owners = {r["name"]: r["plugin"] for r in await tx.connection.fetch("SELECT name, plugin FROM xrm_sys.connection_role")}
+        seen: dict[str, str] = {}
+        for plugin_name, kind in wanted:
+            if kind.name in seen or (kind.name in owners and owners[kind.name] != plugin_name):
+                by = seen.get(kind.name) or owners.get(kind.name)
+                warnings.append(f"plugin {plugin_name!r}: connection role {kind.name!r} exists already "
+                                f"({'from plugin ' + repr(by) if by else 'made by an admin'}); the plugin's is not applied")
+                continue
+            seen[kind.name] = plugin_name
+            label = {k: v.strip() for k, v in kind.label.items() if k in ("en", "de") and isinstance(v, str) and v.strip()}
+            inverse = {k: v.strip() for k, v in (kind.inverse_label or kind.label).items() if k in ("en", "de") and isinstance(v, str) and v.strip()} or label
+            sources = [kind.source] if kind.source else None
+            targets = [kind.target] if kind.target else None
+            changed = await tx.connection.fetchval(
+                "INSERT INTO xrm_sys.connection_role AS r (name, label, inverse_label, source_entities, target_entities, plugin) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET label = EXCLUDED.label, inverse_label = EXCLUDED.inverse_label, "
+                "source_entities = EXCLUDED.source_entities, target_entities = EXCLUDED.target_entities "
+                "WHERE (r.label, r.inverse_label, r.source_entities, r.target_entities) IS DISTINCT FROM "
+                "(EXCLUDED.label, EXCLUDED.inverse_label, EXCLUDED.source_entities, EXCLUDED.target_entities) "
+                "RETURNING (xmax = 0)",
+                kind.name, label, inverse, sources, targets, plugin_name)
+            if changed is not None:  # None: unchanged since the last start
+                await AuditLog.write(tx.connection, SYSTEM_PRINCIPAL, "connection_role.created" if changed else "connection_role.updated",
+                                     details={"name": kind.name, "label": label, "inverse_label": inverse, "source_entities": sources,
+                                              "target_entities": targets, "plugin": plugin_name})
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
+
+
+class Door:
+    """What Relationships needs of the platform (db, registry, policy), e.g. taken from a caller's RecordService:
+    the same door, the same rights."""
+
+    def __init__(self, db: Any, registry: Any, policy: Any) -> None:
+        self.db, self.registry, self.policy = db, registry, policy
 
 
 class Relationships:
@@ -233,16 +312,109 @@ class Relationships:
             action, row["source_entity"], row["source_id"], self.principal.id, details,
         )
 
+    # -- many records at once (?expand=, the graph's second ring) -------------------------
+    async def _records_of(self, wanted: Mapping[str, set[uuid.UUID]]) -> dict[tuple[str, uuid.UUID], dict[str, Any]]:
+        """Readable live records as RecordService shows them (with "_display"), one query per entity."""
+        found: dict[tuple[str, uuid.UUID], dict[str, Any]] = {}
+        for entity, ids in wanted.items():
+            if not ids or entity not in self.registry:
+                continue
+            service = self.records(entity)
+            if service.policy_scope("read") == "none":
+                continue
+            compiled = self.registry.get(entity)
+            for key, record in (await service.read_many(list(ids))).items():
+                found[(entity, key)] = {**record, "_display": display_of(compiled, record)}
+        return found
+
+    async def expand_links(self, entity: str, name: str, ids: Sequence[uuid.UUID], limit: int | None = None) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """The link `name` of each record in `ids` (records the caller read already): at most `limit` each, oldest first,
+        with the linked record; two queries whatever the number of ids."""
+        link, inverse = self.link(entity, name)
+        here, there = ("target", "source") if inverse else ("source", "target")
+        other_entity = link.source if inverse else link.target
+        params: list[Any] = [list(ids), link.name, link.source]
+        other_ok = self._readable(other_entity, f"l.{there}_id", params)
+        async with self.db.connection() as connection:
+            rows = await connection.fetch(
+                f"SELECT * FROM (SELECT l.*, row_number() OVER (PARTITION BY l.{here}_id ORDER BY l.created_at, l.id) AS n "
+                f"FROM xrm_sys.record_link l WHERE l.{here}_id = ANY($1::uuid[]) AND l.kind = 'link' AND l.name = $2 "
+                f"AND l.source_entity = $3 AND ({other_ok})) x WHERE n <= {int(limit or EXPAND_LIMIT)} ORDER BY n",
+                *params,
+            )
+        records = await self._records_of({other_entity: {row[f"{there}_id"] for row in rows}})
+        result: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for row in rows:
+            other = records.get((other_entity, row[f"{there}_id"]))
+            if other is not None:
+                result.setdefault(row[f"{here}_id"], []).append({
+                    "id": row["id"], "link": name, "entity": other_entity, "record": other,
+                    "attributes": row["attributes"], "created_at": row["created_at"]})
+        return result
+
+    async def _connection_rows(self, entity: str, ids: Sequence[uuid.UUID], limit: int, at: dt.date | None = None) -> list[Any]:
+        """Connections of many records of one entity, one row per (record, connection) seen from that record:
+        here_id, other_entity, other_id, forward, role labels; at most `limit` per record; only readable other ends."""
+        params: list[Any] = [list(ids), entity]
+        ends = " OR ".join(
+            f"(c.other_entity = '{other}' AND {self._readable(other, 'c.other_id', params)})" for other in self.registry.names()) or "FALSE"
+        validity = ""
+        if at is not None:
+            params.append(at)
+            validity = f" AND (c.valid_from IS NULL OR c.valid_from <= ${len(params)}) AND (c.valid_until IS NULL OR c.valid_until >= ${len(params)})"
+        # Each connection once from each end that is in `ids` (both, when the page holds both ends).
+        sides = (
+            "SELECT l.*, l.source_id AS here_id, l.target_entity AS other_entity, l.target_id AS other_id, true AS forward "
+            "FROM xrm_sys.record_link l WHERE l.kind = 'connection' AND l.source_id = ANY($1::uuid[]) AND l.source_entity = $2 "
+            "UNION ALL "
+            "SELECT l.*, l.target_id, l.source_entity, l.source_id, false "
+            "FROM xrm_sys.record_link l WHERE l.kind = 'connection' AND l.target_id = ANY($1::uuid[]) AND l.target_entity = $2"
+        )
+        async with self.db.connection() as connection:
+            return await connection.fetch(
+                f"SELECT * FROM (SELECT c.*, r.label, r.inverse_label, row_number() OVER (PARTITION BY c.here_id "
+                f"ORDER BY c.valid_from NULLS FIRST, c.created_at, c.id) AS n FROM ({sides}) c "
+                f"JOIN xrm_sys.connection_role r ON r.name = c.name WHERE ({ends}){validity}) x WHERE n <= {int(limit)} ORDER BY n",
+                *params,
+            )
+
+    async def expand_connections(self, entity: str, ids: Sequence[uuid.UUID], limit: int | None = None,
+                                 with_records: bool = True) -> dict[uuid.UUID, list[dict[str, Any]]]:
+        """Connections of each record in `ids`, as `connections` gives them, at most `limit` each, plus the other record
+        ("record", as RecordService shows it) when `with_records`; one query for the connections, one per other entity."""
+        rows = await self._connection_rows(entity, ids, limit or EXPAND_LIMIT)
+        wanted: dict[str, set[uuid.UUID]] = {}
+        for row in rows:
+            wanted.setdefault(row["other_entity"], set()).add(row["other_id"])
+        records = await self._records_of(wanted)
+        today = dt.date.today()
+        result: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        for row in rows:
+            other = records.get((row["other_entity"], row["other_id"]))
+            if other is None:
+                continue
+            item = {
+                "id": row["id"], "role": row["name"], "direction": "forward" if row["forward"] else "reverse",
+                "label": row["label"] if row["forward"] else row["inverse_label"],
+                "other": {"entity": row["other_entity"], "id": row["other_id"], "display": other["_display"]},
+                "valid_from": row["valid_from"], "valid_until": row["valid_until"],
+                "active": (row["valid_from"] is None or row["valid_from"] <= today) and (row["valid_until"] is None or row["valid_until"] >= today),
+            }
+            if with_records:
+                item["record"] = other
+            result.setdefault(row["here_id"], []).append(item)
+        return result
+
     # -- connection roles ----------------------------------------------------------
     async def roles(self) -> list[dict[str, Any]]:
         async with self.db.connection() as connection:
-            rows = await connection.fetch("SELECT name, label, inverse_label, source_entities, target_entities FROM xrm_sys.connection_role ORDER BY name")
+            rows = await connection.fetch("SELECT name, label, inverse_label, source_entities, target_entities, plugin FROM xrm_sys.connection_role ORDER BY name")
         return [dict(row) for row in rows]
 
     async def role(self, name: str) -> dict[str, Any] | None:
         async with self.db.connection() as connection:
             row = await connection.fetchrow(
-                "SELECT name, label, inverse_label, source_entities, target_entities FROM xrm_sys.connection_role WHERE name = $1", name)
+                "SELECT name, label, inverse_label, source_entities, target_entities, plugin FROM xrm_sys.connection_role WHERE name = $1", name)
         return dict(row) if row else None
 
     async def create_role(self, body: Any) -> dict[str, Any]:
@@ -292,12 +464,15 @@ class Relationships:
             except asyncpg.UniqueViolationError:
                 raise ValidationFailed("connection_role", [Problem("/name", "a connection role with this name exists already")]) from None
             await AuditLog.write(tx.connection, self.principal, "connection_role.created", details={"name": name, **labels, **allowed})
-        return {"name": name, **labels, **allowed}
+        return {"name": name, **labels, **allowed, "plugin": None}
 
     async def delete_role(self, name: str) -> None:
         if "admin" not in self.principal.roles:
             raise PermissionDenied("Connection roles are managed by admins")
         async with self.db.transaction() as tx:
+            owner = await tx.connection.fetchval("SELECT plugin FROM xrm_sys.connection_role WHERE name = $1", name)
+            if owner is not None and _plugin_loaded(owner):
+                raise ValidationFailed("connection_role", [Problem("/name", f"this role comes from the plugin {owner!r}; it goes when the plugin is disabled")])
             used = await tx.connection.fetchval("SELECT count(*) FROM xrm_sys.record_link WHERE kind = 'connection' AND name = $1", name)
             if used:
                 raise ValidationFailed("connection_role", [Problem("/name", f"{used} connection(s) use this role; remove them first")])

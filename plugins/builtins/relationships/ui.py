@@ -88,34 +88,123 @@ def rollups_shown(rel: Relationships, entity: str, computed: list[dict[str, Any]
 
 
 # -- the graph ---------------------------------------------------------------------------
-def graph_svg(center: str, edges: list[dict[str, Any]], entity_labels: dict[str, str]) -> Markup:
-    """A small network picture: this record in the middle, each connected record around it, edges labelled with the role.
+SECOND_PER_NODE = 4
+"""Connections of each connected record the graph's second ring shows at most."""
+SECOND_LIMIT = 24
+"""Records in the second ring at most."""
 
-    Nodes are links to the records, with hover titles; every text is escaped.
+
+async def second_ring(rel: Relationships, entity: str, record_id: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The connections of the connected records (readable ends only, bounded): one query per entity of the first ring.
+
+    Each item: {"via": (entity, id) of the first-ring record, "connection": as `connections` gives it}; connections
+    already drawn (to this record, or between two first-ring records seen twice) come once.
+    """
+    by_entity: dict[str, list[Any]] = {}
+    for row in rows[:GRAPH_LIMIT]:
+        by_entity.setdefault(row["other"]["entity"], []).append(row["other"]["id"])
+    drawn = {row["id"] for row in rows}
+    found: list[dict[str, Any]] = []
+    for other_entity, ids in by_entity.items():
+        if rel.records(other_entity).policy_scope("read") == "none":
+            continue
+        for here_id, items in (await rel.expand_connections(other_entity, ids, limit=SECOND_PER_NODE, with_records=False)).items():
+            for item in items:
+                if item["id"] in drawn:
+                    continue
+                drawn.add(item["id"])
+                found.append({"via": (other_entity, here_id), "connection": item})
+    return found
+
+
+def graph_svg(center: str, edges: list[dict[str, Any]], entity_labels: dict[str, str], second: list[dict[str, Any]] | None = None,
+              center_key: tuple[str, Any] | None = None) -> Markup:
+    """`second`: [{"via": {"entity", "id"}, "connection": {..., "label": text}}] as detail_panels shows them.
+
+    A small network picture: this record in the middle, each connected record around it, their own connections on
+    a second ring; edges labelled with the role (seen from the inner end), ended ones dashed.
+
+    Nodes are links to the records (so the picture is walked record by record), focusable, with hover titles;
+    every text is escaped. The list and the table next to it say the same in text.
     """
     shown = edges[:GRAPH_LIMIT]
-    width, height = 640, 360
-    cx, cy, radius = width / 2, height / 2, 135
-    parts = [Markup('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" width="100%" style="max-width:{}px" class="graph">').format(width, height, width),
-             Markup("<title>{}</title>").format(center)]
-    nodes = []
+    second = second or []
+    width = height = 600 if second else 420
+    cx, cy = width / 2, height / 2
+    inner = 140 if second else 150
+    outer = 255
+    parts = [Markup('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {} {}" role="img" aria-labelledby="graph-title" '
+                    'width="100%" style="max-width:{}px" class="graph">').format(width, height, width),
+             Markup('<title id="graph-title">{}</title>').format(center)]
+    positions: dict[tuple[str, str], tuple[float, float, float]] = {}
+    if center_key is not None:
+        positions[(center_key[0], str(center_key[1]))] = (cx, cy, 0.0)
+    first = []
     for index, edge in enumerate(shown):
+        key = (edge["other"]["entity"], str(edge["other"]["id"]))
         angle = 2 * math.pi * index / max(len(shown), 1) - math.pi / 2
-        x, y = cx + radius * math.cos(angle) * 1.6, cy + radius * math.sin(angle)
-        nodes.append((x, y, edge))
-        parts.append(Markup('<line x1="{:.0f}" y1="{:.0f}" x2="{:.0f}" y2="{:.0f}" stroke="#8899aa" stroke-width="1.5"{}/>').format(
-            cx, cy, x, y, Markup(' stroke-dasharray="4 3"') if not edge.get("active", True) else Markup("")))
-        mx, my = (cx + x) / 2, (cy + y) / 2
-        parts.append(Markup('<text x="{:.0f}" y="{:.0f}" font-size="11" text-anchor="middle" fill="#445566">{}</text>').format(mx, my - 3, _short(edge["label"], 28)))
+        if key not in positions:
+            positions[key] = (cx + inner * math.cos(angle), cy + inner * math.sin(angle), angle)
+        first.append((positions[key], edge))
+    # The second ring: each new record fanned out around the first-ring record it hangs off.
+    outer_nodes: list[tuple[tuple[str, str], dict[str, Any], dict[str, Any]]] = []
+    chords = []
+    children: dict[tuple[str, str], list[tuple[tuple[str, str], dict[str, Any]]]] = {}
+    for item in second:
+        via = (item["via"]["entity"], str(item["via"]["id"]))
+        other = item["connection"]["other"]
+        key = (other["entity"], str(other["id"]))
+        if via not in positions:
+            continue
+        if key in positions:
+            chords.append((via, key, item["connection"]))
+        elif len(outer_nodes) < SECOND_LIMIT and key not in {k for k, _, _ in outer_nodes}:
+            outer_nodes.append((key, other, item["connection"]))
+            children.setdefault(via, []).append((key, item["connection"]))
+        else:
+            chords.append((via, key, item["connection"]))
+    spread = 2 * math.pi / max(len(shown), 1) * 0.8
+    for via, kids in children.items():
+        base = positions[via][2]
+        for position, (key, _) in enumerate(kids):
+            offset = 0 if len(kids) == 1 else spread * (position / (len(kids) - 1) - 0.5)
+            angle = base + offset
+            positions[key] = (cx + outer * math.cos(angle), cy + outer * math.sin(angle), angle)
+    via_of = {key: via for via, kids in children.items() for key, _ in kids}
+
+    def line(a: tuple[float, float, float], b: tuple[float, float, float], active: bool, css: str) -> Markup:
+        return Markup('<line x1="{:.0f}" y1="{:.0f}" x2="{:.0f}" y2="{:.0f}" class="{}" stroke="#8899aa" stroke-width="1.5"{}/>').format(
+            a[0], a[1], b[0], b[1], css, Markup(' stroke-dasharray="4 3"') if not active else Markup(""))
+
+    for (x, y, _), edge in first:
+        parts.append(line((cx, cy, 0), (x, y, 0), edge.get("active", True), "edge"))
+        parts.append(Markup('<text x="{:.0f}" y="{:.0f}" font-size="11" text-anchor="middle" fill="#445566">{}</text>').format(
+            (cx + x) / 2, (cy + y) / 2 - 3, _short(edge["label"], 24)))
+    for key, _, connection in outer_nodes:
+        parts.append(line(positions[via_of[key]], positions[key], connection.get("active", True), "edge second"))
+    for a, b, connection in chords:
+        if a in positions and b in positions:
+            parts.append(line(positions[a], positions[b], connection.get("active", True), "edge chord"))
     parts.append(Markup('<g class="node center"><circle cx="{:.0f}" cy="{:.0f}" r="30" fill="#1e6fd9"/>'
                         '<text x="{:.0f}" y="{:.0f}" font-size="12" text-anchor="middle" fill="#ffffff">{}</text></g>').format(
         cx, cy, cx, cy + 4, _short(center, 14)))
-    for x, y, edge in nodes:
+    drawn: set[tuple[str, str]] = set()
+    for (x, y, _), edge in first:
         other = edge["other"]
+        key = (other["entity"], str(other["id"]))
+        if key in drawn:
+            continue
+        drawn.add(key)
         title = f"{other['display']} ({entity_labels.get(other['entity'], other['entity'])}) — {edge['label']}"
         parts.append(Markup('<a href="/e/{}/{}"><title>{}</title><g class="node"><circle cx="{:.0f}" cy="{:.0f}" r="22" fill="#e8f0fb" stroke="#1e6fd9"/>'
                             '<text x="{:.0f}" y="{:.0f}" font-size="11" text-anchor="middle" fill="#1e3a5f">{}</text></g></a>').format(
             other["entity"], other["id"], title, x, y, x, y + 36, _short(other["display"], 22)))
+    for key, other, connection in outer_nodes:
+        x, y, _ = positions[key]
+        title = f"{other['display']} ({entity_labels.get(other['entity'], other['entity'])}) — {connection['label']}"
+        parts.append(Markup('<a href="/e/{}/{}"><title>{}</title><g class="node outer"><circle cx="{:.0f}" cy="{:.0f}" r="14" fill="#f4f6f9" stroke="#8899aa"/>'
+                            '<text x="{:.0f}" y="{:.0f}" font-size="10" text-anchor="middle" fill="#445566">{}</text></g></a>').format(
+            other["entity"], other["id"], title, x, y, x, y + 26, _short(other["display"], 18)))
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)
 
@@ -169,9 +258,19 @@ async def detail_panels(entity: str, record: dict[str, Any], principal: Any, lan
         row["valid_until"] = t.date(row["valid_until"]) if row["valid_until"] else None
     name = display_of(platform.registry.get(entity), record)
     choices = await _choices(rel, entity, language) if may_change else []
+    second = await second_ring(rel, entity, record_id, rows) if rows else []
+    first_names = {(row["other"]["entity"], str(row["other"]["id"])): row["other"]["display"] for row in rows}
+    further = []
+    for item in second:
+        connection = item["connection"]
+        label = connection["label"].get(language) or connection["label"]["en"]
+        connection = {**connection, "label": label, "entity_label": labels.get(connection["other"]["entity"], connection["other"]["entity"])}
+        via_entity, via_id = item["via"]
+        further.append({"via": {"entity": via_entity, "id": via_id, "display": first_names.get((via_entity, str(via_id)), "")},
+                        "connection": connection})
     html = _render("ui/relationships/connections.html", language, entity=entity, record_id=record_id, rows=rows, name=name,
-                   graph=graph_svg(name, rows, labels) if rows else "", choices=choices, may_change=may_change,
-                   p_is_admin="admin" in principal.roles)
+                   graph=graph_svg(name, rows, labels, further, (entity, record_id)) if rows else "", further=further,
+                   choices=choices, may_change=may_change, p_is_admin="admin" in principal.roles)
     if rows or choices or "admin" in principal.roles:
         panels.append(Panel(f"{t.gettext('Connections')} ({len(rows)})", html, order=60))
     # Hierarchy.

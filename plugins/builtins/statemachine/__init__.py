@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from xrm.audit import AuditLog
-from xrm.db.database import json_dumps
 from xrm.errors import Problem, Veto
+from xrm.events import emit
 from xrm.plugins import WorkflowTrigger, hookimpl
 
 from .machine import KEYWORD, VOCABULARY, Machine, Transition, check, machine_of
@@ -68,11 +67,20 @@ def xrm_check_definition(definition: Any) -> list[Problem]:
 
 @hookimpl
 def xrm_workflow_triggers() -> list[WorkflowTrigger]:
+    text = {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[^\\u0000]*$"}
     return [WorkflowTrigger(
         "transition", {"en": "Transition taken", "de": "Übergang ausgeführt"},
         "A record took a transition of its entity's state machine (outbox topic workflow.transition; "
-        "payload: field, transition, from, to, version)",
+        "payload: field, transition, from, to, version); optionally only the named transition, from or to a state",
+        topics=[OUTBOX_TOPIC],
+        parameters={"type": "object", "additionalProperties": False,
+                    "properties": {"transition": text, "from": text, "to": text}},
+        match=_transition_matches,
     )]
+
+
+def _transition_matches(parameters: Mapping[str, Any], payload: Mapping[str, Any]) -> bool:
+    return all(parameters[key] == payload.get(key) for key in ("transition", "from", "to") if key in parameters)
 
 
 @hookimpl
@@ -128,11 +136,8 @@ async def _record_transition(machine: Machine, transition: Transition, source: A
     details = {"field": machine.field, "transition": transition.name, "from": source, "to": transition.target,
                "label": dict(transition.label)}
     await AuditLog.write(connection, principal, AUDIT_ACTION, entity=entity, record_id=record["id"], details=details)
-    await connection.execute(
-        "INSERT INTO xrm_sys.outbox (topic, entity, record_id, principal_id, payload) VALUES ($1, $2, $3, $4, $5)",
-        OUTBOX_TOPIC, entity, record["id"], principal.id,
-        json.loads(json_dumps({**details, "version": record["version"]})),
-    )
+    await emit(connection, OUTBOX_TOPIC, {**details, "version": record["version"]}, entity=entity, record_id=record["id"],
+               principal=principal)
 
 
 def _veto(problems: list[Problem]) -> Veto:
