@@ -88,18 +88,24 @@ class HybridRetriever:
         names = [e.name for e in searchable_entities(self.registry) if entities is None or e.name in entities]
         words = query_words(question)
         vector = (await asyncio.to_thread(self.embedder.encode, [question]))[0] if question.strip() else None
-        scored: dict[tuple[str, uuid.UUID], Hit] = {}
+        # One ranking per kind across all entities (ordered by the kind's own score), so that the best ticket
+        # and the best account do not both come first just for being first of their entity.
+        found: dict[str, list[tuple[float, str, uuid.UUID]]] = {}
         for name in names:
             service = RecordService(self.db, self.registry, name, principal, self.policy)
             try:
                 rankings = await self._rank(service, words, vector, candidates)
             except PermissionDenied:
                 continue  # an entity the principal may not read at all adds nothing
-            for kind, ids in rankings.items():
-                for position, record_id in enumerate(ids, start=1):
-                    hit = scored.setdefault((name, record_id), Hit(name, record_id, 0.0, {}))
-                    hit.score += 1.0 / (RRF_K + position)
-                    hit.ranks[kind] = position
+            for kind, scored_ids in rankings.items():
+                found.setdefault(kind, []).extend((score, name, record_id) for score, record_id in scored_ids)
+        scored: dict[tuple[str, uuid.UUID], Hit] = {}
+        for kind, entries in found.items():
+            entries.sort(key=lambda entry: (-entry[0], entry[1], str(entry[2])))
+            for position, (_, name, record_id) in enumerate(entries[:candidates], start=1):
+                hit = scored.setdefault((name, record_id), Hit(name, record_id, 0.0, {}))
+                hit.score += 1.0 / (RRF_K + position)
+                hit.ranks[kind] = position
         best = sorted(scored.values(), key=lambda h: (-h.score, str(h.id)))[:k]
         for name in {h.entity for h in best}:
             service = RecordService(self.db, self.registry, name, principal, self.policy)
@@ -111,19 +117,20 @@ class HybridRetriever:
         return [h for h in best if h.record]  # a record deleted meanwhile drops out
 
     async def _rank(self, service: RecordService, words: Sequence[str], vector: Sequence[float] | None,
-                    candidates: int) -> dict[str, list[uuid.UUID]]:
+                    candidates: int) -> dict[str, list[tuple[float, uuid.UUID]]]:
+        """Per kind ("words", "meaning"): (score, id) of the best candidates, higher is better."""
         table = service.entity.table
-        rankings: dict[str, list[uuid.UUID]] = {}
+        rankings: dict[str, list[tuple[float, uuid.UUID]]] = {}
         async with self.db.connection() as connection:
             if words:
                 params: list[Any] = []
                 permitted = service.read_conditions(params)
                 params.append(_tsquery(words))
                 rows = await connection.fetch(
-                    f"SELECT id FROM {table}, to_tsquery('simple', ${len(params)}) AS q "
+                    f"SELECT id, ts_rank_cd(search_vector, q) AS score FROM {table}, to_tsquery('simple', ${len(params)}) AS q "
                     f"WHERE {permitted} AND search_vector @@ q "
-                    f"ORDER BY ts_rank_cd(search_vector, q) DESC, id LIMIT {int(candidates)}", *params)
-                rankings["words"] = [row["id"] for row in rows]
+                    f"ORDER BY score DESC, id LIMIT {int(candidates)}", *params)
+                rankings["words"] = [(float(row["score"]), row["id"]) for row in rows]
             if vector is not None:
                 dimensions = len(vector)
                 params = []
@@ -135,9 +142,9 @@ class HybridRetriever:
                     await connection.execute("SET LOCAL hnsw.iterative_scan = strict_order")
                     await connection.execute(f"SET LOCAL hnsw.ef_search = {max(40, int(candidates))}")
                     rows = await connection.fetch(
-                        f"SELECT record_id FROM xrm_index.record_embedding AS indexed "
+                        f"SELECT record_id, {distance} AS distance FROM xrm_index.record_embedding AS indexed "
                         f"WHERE indexed.entity = {quote_literal(service.name)} AND EXISTS ("
                         f"SELECT 1 FROM {table} WHERE {table}.id = indexed.record_id AND {permitted}) "
                         f"ORDER BY {distance} LIMIT {int(candidates)}", *params)
-                rankings["meaning"] = [row["record_id"] for row in rows]
+                rankings["meaning"] = [(-float(row["distance"]), row["record_id"]) for row in rows]
         return rankings

@@ -633,6 +633,11 @@ def _api_recipes() -> dict[tuple[str, str], Callable[..., Call]]:
         env.api("POST", "/api/v1/_connection_roles", 201, json={"name": name, "label": {"en": "partner of"}})
         return Call("DELETE", path.format(name=name))
 
+    # -- the assistant: a question is logged (docs/assistant.md) ---------------------------------
+    @recipe("POST", "/api/v1/_assistant/ask")
+    def ask_assistant(env: Env, path: str) -> Call:
+        return Call("POST", path, json={"question": "How many accounts are there?"}, expect="assistant.asked")
+
     return r
 
 
@@ -940,6 +945,10 @@ def _ui_recipes() -> dict[tuple[str, str], Callable[..., Call]]:
     def dismiss_notification(ui: Ui) -> Call:
         note = ui.sql_val("INSERT INTO xrm_sys.notification (user_id, title) VALUES ($1, 'audit coverage') RETURNING id", ui.actor_id)
         return Call("POST", "/notifications/dismiss", data={"id": str(note)})
+
+    @recipe("/assistant/ask")
+    def ask_assistant(ui: Ui) -> Call:
+        return Call("POST", "/assistant/ask", data={"question": "How many accounts are there?"}, expect="assistant.asked")
 
     # -- the entity designer: its one POST, with the button that changes something (apply) ----------------------
     @recipe("/admin/designer/draft")
