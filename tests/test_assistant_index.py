@@ -129,6 +129,9 @@ async def test_a_question_finds_the_record_that_means_the_same_without_a_shared_
     hits = await retriever(world).search(world["boss"], "customers complaining about delivery delays", k=3)
     assert hits[0].id == world["late"]["id"]
     assert "meaning" in hits[0].ranks and "words" not in hits[0].ranks  # found by meaning alone
+    # One ranking across entities: the only account is not also "first by meaning" just for being the first account.
+    meaning_ranks = [h.ranks["meaning"] for h in hits if "meaning" in h.ranks]
+    assert hits[0].ranks["meaning"] == 1 and len(set(meaning_ranks)) == len(meaning_ranks)
 
 
 async def test_a_german_word_part_finds_the_compound(world: dict[str, Any]) -> None:
